@@ -1,0 +1,229 @@
+"""Executing one run end to end: data, labeled subset, method, training, test scoring, records."""
+from __future__ import annotations
+
+import resource
+import time
+import traceback
+from dataclasses import asdict
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from bench.budget import Budget, resolve_budget
+from bench.data.adapter import DatasetAdapter, TrainingSlice
+from bench.data.label_budget import LabelBudget, select_labeled_cases
+from bench.data.streams import SliceViews, endless_batches
+from bench.evaluation import score_cases, validation_dice
+from bench.method import Method, TaskSpec
+from bench.metrics import EMPTY_POLICIES
+from bench.record import (
+    RESULT_FORMAT_VERSION,
+    git_commit,
+    package_versions,
+    write_csv_atomic,
+    write_json_atomic,
+)
+from bench.registry import DATASETS, METHODS
+from bench.runs import FAILURE_FILE, SUMMARY_FILE, RunSpec
+from bench.training import TrainingFailure, train
+
+
+@lru_cache(maxsize=4)
+def load_dataset(name: str, data_root: str | None, options: tuple = ()) -> DatasetAdapter:
+    """One adapter per (dataset, root) per process, so a sweep decodes the data once."""
+    adapter_cls = DATASETS.get(name)
+    return adapter_cls(Path(data_root) if data_root else None, **dict(options))
+
+
+def dataset_for(spec: RunSpec) -> DatasetAdapter:
+    dataset_options = tuple(sorted((spec.options.get("dataset_options") or {}).items()))
+    return load_dataset(spec.dataset, spec.options.get("data_root"), dataset_options)
+
+
+def budget_for(spec: RunSpec, adapter: DatasetAdapter, method_cls: type[Method]) -> Budget:
+    return resolve_budget(
+        spec.budget, adapter.budget_overrides, getattr(method_cls, "budget_overrides", {}), spec.iterations
+    )
+
+
+def labeled_case_ids(spec: RunSpec, adapter: DatasetAdapter, method_cls: type[Method]) -> list[str]:
+    case_ids = adapter.train_case_ids()
+    if method_cls.trains_on_all_labels or spec.labels == "all":
+        return list(case_ids)
+    selection = spec.label_selection or adapter.default_label_selection
+    return select_labeled_cases(case_ids, LabelBudget.parse(spec.labels), spec.seed, selection)
+
+
+def validate_spec(spec: RunSpec) -> None:
+    """Everything that can be checked without training, so a bad sweep fails before the first run."""
+    method_cls = METHODS.get(spec.method)
+    adapter = dataset_for(spec)
+    budget_for(spec, adapter, method_cls)
+    if spec.empty_policy not in EMPTY_POLICIES:
+        raise ValueError(f"--empty-policy {spec.empty_policy!r}: expected one of {sorted(EMPTY_POLICIES)}")
+    labeled = labeled_case_ids(spec, adapter, method_cls)
+    if method_cls.unlabeled_views and len(labeled) >= len(adapter.train_case_ids()):
+        raise ValueError(
+            f"--labels {spec.labels}: method {spec.method!r} needs unlabeled cases but every one of the "
+            f"{len(labeled)} training cases would be labeled"
+        )
+    if spec.params:
+        method_cls.params_from_dict(spec.params)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory when on a GPU, else the process's peak resident set (the whole process)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build_streams(
+    adapter: DatasetAdapter, labeled_ids: list[str], method_cls: type[Method], budget: Budget, seed: int
+) -> tuple[Any, Any]:
+    labeled_set = set(labeled_ids)
+    slices = adapter.train_slices()
+    labeled_slices = [s for s in slices if s.case_id in labeled_set]
+    unlabeled_slices: list[TrainingSlice] = [s for s in slices if s.case_id not in labeled_set]
+    patch = (budget.patch_size, budget.patch_size)
+    labeled_views = ("weak",) + tuple(method_cls.labeled_views)
+    labeled = endless_batches(SliceViews(labeled_slices, patch, labeled_views, True, seed), budget.labeled_batch, seed)
+    unlabeled = None
+    if method_cls.unlabeled_views:
+        dataset = SliceViews(unlabeled_slices, patch, method_cls.unlabeled_views, False, seed + 1)
+        unlabeled = endless_batches(dataset, budget.unlabeled_batch, seed + 1)
+    return labeled, unlabeled
+
+
+def build_method(spec: RunSpec, adapter: DatasetAdapter, method_cls: type[Method], budget: Budget) -> Method:
+    params = method_cls.params_from_dict(spec.params)
+    task = TaskSpec(
+        in_channels=adapter.in_channels,
+        num_classes=adapter.num_classes,
+        patch_size=(budget.patch_size, budget.patch_size),
+        total_steps=budget.iterations,
+        network_widths=budget.network_widths,
+        options={k: v for k, v in spec.options.items() if k not in ("data_root", "dataset_options")},
+    )
+    return method_cls(params, task)
+
+
+def execute_run(spec: RunSpec, out: Path, show_progress: bool = True) -> dict:
+    """Train and score one run; returns its summary.  Failures are written as ``failure.json``."""
+    directory = spec.directory(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / FAILURE_FILE).unlink(missing_ok=True)
+    started = time.perf_counter()
+    method_cls = METHODS.get(spec.method)
+    adapter = dataset_for(spec)
+    budget = budget_for(spec, adapter, method_cls)
+    labeled_ids = labeled_case_ids(spec, adapter, method_cls)
+    write_json_atomic(directory / "config.json", {"key": spec.key, "config": spec.config(), "budget": asdict(budget)})
+    write_json_atomic(directory / "labeled_cases.json", {"labels": spec.labels, "seed": spec.seed, "case_ids": labeled_ids})
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=spec.precision)
+    set_seed(spec.seed)
+    method = build_method(spec, adapter, method_cls, budget)
+    patch = (budget.patch_size, budget.patch_size)
+    try:
+        if method_cls.trains:
+            labeled, unlabeled = build_streams(adapter, labeled_ids, method_cls, budget, spec.seed)
+            validation_cases = list(adapter.eval_cases("val"))
+
+            def validate(model: Method) -> float:
+                with accelerator.autocast():
+                    return validation_dice(
+                        model.predict, validation_cases, adapter.num_classes, patch, budget.eval_batch, accelerator.device
+                    )
+
+            result = train(
+                method, accelerator, labeled, unlabeled, budget.iterations, budget.validate_every, validate,
+                directory / "train_log.csv", show_progress=show_progress,
+                description=f"{spec.method} {spec.labels} s{spec.seed}",
+            )
+            method = accelerator.unwrap_model(method)
+            method.load_state_dict(result.best_state)
+            if accelerator.is_main_process:
+                torch.save(result.best_state, directory / "best.pt")
+            training = {"best_validation_dice": result.best_validation_dice, "best_step": result.best_step,
+                        "train_seconds": result.seconds}
+        else:
+            method = method.to(accelerator.device)
+            training = {"best_validation_dice": None, "best_step": 0, "train_seconds": 0.0}
+        method.eval()
+        with accelerator.autocast():
+            rows = score_cases(
+                method.predict, adapter.eval_cases("test"), adapter.class_names, patch, budget.eval_batch,
+                accelerator.device, spec.empty_policy, spec.spacing_unit,
+            )
+    except TrainingFailure as failure:
+        write_failure(directory, spec, failure.step, failure.reason, traceback.format_exc())
+        raise
+    except Exception as error:
+        write_failure(directory, spec, None, f"{type(error).__name__}: {error}", traceback.format_exc())
+        raise
+    if not accelerator.is_main_process:
+        return {}
+    write_csv_atomic(directory / "per_case.csv", rows)
+    summary = summarize_run(spec, rows, adapter, method_cls, budget, labeled_ids, training,
+                            time.perf_counter() - started, accelerator.device)
+    write_json_atomic(directory / SUMMARY_FILE, summary)
+    return summary
+
+
+def write_failure(directory: Path, spec: RunSpec, step: int | None, reason: str, trace: str) -> None:
+    (directory / "traceback.txt").write_text(trace)
+    write_json_atomic(directory / FAILURE_FILE, {"key": spec.key, "config": spec.config(), "step": step, "reason": reason})
+
+
+def summarize_run(
+    spec: RunSpec,
+    rows: list[dict],
+    adapter: DatasetAdapter,
+    method_cls: type[Method],
+    budget: Budget,
+    labeled_ids: list[str],
+    training: dict,
+    wall_seconds: float,
+    device: torch.device,
+) -> dict:
+    """Means over cases derived from the per-case rows (which stay the primary record)."""
+    table = pd.DataFrame(rows)
+    numeric = table.select_dtypes("number")
+    metrics = {column: float(numeric[column].mean()) for column in numeric.columns}
+    empty = {f"empty_predictions_{name}": int(table[f"empty_pred_{name}"].sum()) for name in adapter.class_names}
+    return {
+        "format_version": RESULT_FORMAT_VERSION,
+        "key": spec.key,
+        "config": spec.config(),
+        "method": spec.method,
+        "family": method_cls.family,
+        "paper": method_cls.paper,
+        "params": asdict(method_cls.params_from_dict(spec.params)),
+        "dataset": spec.dataset,
+        "dataset_protocol": adapter.protocol(),
+        "labels": spec.labels,
+        "num_labeled_cases": len(labeled_ids),
+        "num_train_cases": len(adapter.train_case_ids()),
+        "labeled_case_ids": labeled_ids,
+        "seed": spec.seed,
+        "budget": asdict(budget),
+        "empty_policy": spec.empty_policy,
+        "empty_policy_description": EMPTY_POLICIES[spec.empty_policy],
+        "distance_unit": sorted(set(table["distance_unit"])),
+        "num_test_cases": len(rows),
+        "metrics": metrics,
+        "empty_predictions": empty,
+        "flags": list(method_cls.result_flags) + list(spec.options.get("flags", [])),
+        "training": training,
+        "wall_seconds": wall_seconds,
+        "peak_memory_mb": peak_memory_mb(device),
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+    }

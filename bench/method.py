@@ -1,0 +1,163 @@
+"""The plug-in contract: what a semi-supervised method gives the harness and what it receives.
+
+A method is an ``nn.Module`` so that Accelerate can place it, wrap it for distributed training and
+save it without knowing what is inside (one network, a student and an EMA teacher, two networks,
+a SAM with two decoders...).  The harness calls ``forward(batch, progress)``, which is
+``training_step``; it owns backward, optimizer and scheduler steps, precision and devices.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+VIEWS = ("weak", "strong", "strong2")
+"""Views of an unlabeled image a method may ask for.  All share one geometric augmentation, so a
+pixel in one view is the same anatomy in the others; ``strong``/``strong2`` add independent
+photometric perturbations (colour jitter, blur) on top of the weak view."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a method needs to build its networks; ``network`` overrides the default U-Net widths."""
+
+    in_channels: int
+    num_classes: int
+    patch_size: tuple[int, int]
+    total_steps: int
+    network_widths: tuple[int, ...] = (16, 32, 64, 128, 256)
+    options: dict[str, Any] = field(default_factory=dict)
+    """Harness options a method family may read (e.g. SAM model and checkpoint); recorded in results."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where training stands, so ramp-ups and ramp-downs are exact functions of the step."""
+
+    step: int
+    total_steps: int
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.step / max(1, self.total_steps))
+
+
+@dataclass
+class Batch:
+    """One training step's data: a labeled stream and an unlabeled stream in the requested views.
+
+    Unlabeled samples never carry labels: the harness does not load them into the batch, so no
+    method can use them, by construction.
+    """
+
+    labeled_images: torch.Tensor
+    labels: torch.Tensor
+    unlabeled: dict[str, torch.Tensor] = field(default_factory=dict)
+    labeled_strong: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(
+            labeled_images=self.labeled_images.to(device),
+            labels=self.labels.to(device),
+            unlabeled={k: v.to(device) for k, v in self.unlabeled.items()},
+            labeled_strong={k: v.to(device) for k, v in self.labeled_strong.items()},
+        )
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class OptimizerSpec:
+    """An optimizer and its learning-rate multiplier as a function of training progress in [0, 1]."""
+
+    optimizer: torch.optim.Optimizer
+    lr_lambda: Callable[[float], float]
+
+
+def poly_decay(power: float = 0.9) -> Callable[[float], float]:
+    """SSL4MIS schedule: lr = base_lr * (1 - step / total) ** 0.9."""
+
+    return lambda fraction: (1.0 - min(fraction, 1.0)) ** power
+
+
+@dataclass
+class NoParams:
+    """For methods without hyper-parameters of their own."""
+
+
+class Method(nn.Module):
+    """Base class of every registered method.
+
+    Subclasses set the class attributes below, take ``(params, task)`` in ``__init__`` and implement
+    ``training_step``.  ``predict`` defaults to ``self.network`` when the method has one.
+    """
+
+    name: ClassVar[str] = ""
+    family: ClassVar[str] = "baseline"
+    paper: ClassVar[str] = ""
+    Params: ClassVar[type] = NoParams
+    unlabeled_views: ClassVar[tuple[str, ...]] = ()
+    """Which views of unlabeled images the method needs; empty = it trains on labeled data only."""
+    labeled_views: ClassVar[tuple[str, ...]] = ()
+    """Extra strong views of labeled images (rarely needed)."""
+    trains_on_all_labels: ClassVar[bool] = False
+    """True for the fully-supervised upper bound: every training case is labeled."""
+    trains: ClassVar[bool] = True
+    """False for evaluation-only methods (zero-shot)."""
+    result_flags: ClassVar[tuple[str, ...]] = ()
+    """Flags recorded with every result, e.g. ``ground-truth-prompts``."""
+
+    def __init__(self, params: Any, task: TaskSpec) -> None:
+        super().__init__()
+        self.params = params
+        self.task = task
+
+    def forward(self, batch: Batch, progress: Progress) -> StepOutput:
+        return self.training_step(batch, progress)
+
+    def training_step(self, batch: Batch, progress: Progress) -> StepOutput:
+        raise NotImplementedError  # abstract
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, C, H, W]`` of the model used at test time."""
+        return self.network(images)
+
+    def optimizers(self) -> list[OptimizerSpec]:
+        """SSL4MIS default: SGD lr 0.01, momentum 0.9, weight decay 1e-4, poly decay."""
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(trainable, lr=0.01, momentum=0.9, weight_decay=1e-4)
+        return [OptimizerSpec(optimizer, poly_decay())]
+
+    def on_step_end(self, progress: Progress) -> None:
+        """Called after the optimizer step (EMA teachers update here)."""
+
+    def predict_inputs(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Evaluation hook for methods that need ground truth at test time (marked as such)."""
+        return self.predict(images)
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """Optuna search space over the hyper-parameters that matter; empty = nothing to tune."""
+        return {}
+
+    @classmethod
+    def default_params(cls) -> Any:
+        return cls.Params()
+
+    @classmethod
+    def params_from_dict(cls, values: dict[str, Any]) -> Any:
+        """Build the dataclass, rejecting unknown names so a typo in a config never goes unnoticed."""
+        known = {f.name: f for f in dataclasses.fields(cls.Params)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(
+                f"method {cls.name!r}: unknown hyper-parameter(s) {unknown}; known: {sorted(known)}"
+            )
+        return dataclasses.replace(cls.Params(), **values)

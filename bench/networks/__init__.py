@@ -1,0 +1,43 @@
+"""Segmentation backbones for the benchmark (SSL4MIS 2D U-Net and its SSL variants)."""
+
+from __future__ import annotations
+
+from bench.networks.unet import (
+    MCNET_UPSAMPLE_MODES,
+    SSL4MIS_DROPOUT,
+    UPSAMPLE_MODES,
+    URPC_AUX_PERTURBATIONS,
+    ConvBlock,
+    DeepSupervisionUNet,
+    DownBlock,
+    FeatureNoise,
+    MultiDecoderUNet,
+    UNet,
+    UNetConfig,
+    UNetDecoder,
+    UNetEncoder,
+    UpBlock,
+    count_parameters,
+    feature_dropout,
+    init_weights,
+)
+
+__all__ = [
+    "MCNET_UPSAMPLE_MODES",
+    "SSL4MIS_DROPOUT",
+    "UPSAMPLE_MODES",
+    "URPC_AUX_PERTURBATIONS",
+    "ConvBlock",
+    "DeepSupervisionUNet",
+    "DownBlock",
+    "FeatureNoise",
+    "MultiDecoderUNet",
+    "UNet",
+    "UNetConfig",
+    "UNetDecoder",
+    "UNetEncoder",
+    "UpBlock",
+    "count_parameters",
+    "feature_dropout",
+    "init_weights",
+]
