@@ -40,3 +40,46 @@ __all__ = [
     "StepOutput", "TaskSpec", "TrainingSlice", "UNet", "UNetConfig", "ce_dice_loss", "count_parameters",
     "dice_loss", "masked_cross_entropy", "poly_decay", "register_dataset", "register_method", "unet_for",
 ]
+
+# The Laine & Aila sigmoid ramp-up, for schedules other than SSL4MIS' consistency staircase (UA-MT's threshold).
+from bench.schedules import sigmoid_rampup  # noqa: E402
+
+__all__ += ["sigmoid_rampup"]
+
+# Mean-teacher family and co-training (Mean Teacher, UA-MT, CPS): EMA teachers, teacher perturbation,
+# consistency distances, Monte-Carlo uncertainty and the re-initialisation that makes two networks differ.
+from bench.consistency import (  # noqa: E402
+    add_clipped_gaussian_noise,
+    cross_entropy_to_argmax,
+    masked_consistency,
+    monte_carlo_probs,
+    predictive_entropy,
+    softmax_mse,
+    ssl4mis_consistency_weight,
+)
+from bench.ema import ema_update, make_teacher  # noqa: E402
+from bench.networks import init_weights  # noqa: E402
+
+__all__ += [
+    "add_clipped_gaussian_noise", "cross_entropy_to_argmax", "ema_update", "init_weights", "make_teacher",
+    "masked_consistency", "monte_carlo_probs", "predictive_entropy", "softmax_mse", "ssl4mis_consistency_weight",
+]
+
+# Weak-to-strong and copy-paste methods (FixMatch, UniMatch, BCP): CutMix boxes, BCP's copy-paste mask,
+# mixing images and pseudo-labels with one mask, confidence masks, largest-component filtering.
+from bench.mixing import (  # noqa: E402
+    PseudoLabels,
+    batch_partner,
+    confidence_mask,
+    confident_dice_loss,
+    copy_paste_mask,
+    cutmix_boxes,
+    cutmix_from_partner,
+    largest_component_per_class,
+    mix_by_mask,
+)
+
+__all__ += [
+    "PseudoLabels", "batch_partner", "confidence_mask", "confident_dice_loss", "copy_paste_mask", "cutmix_boxes",
+    "cutmix_from_partner", "largest_component_per_class", "mix_by_mask",
+]

@@ -36,6 +36,7 @@ def resolve_budget(
     dataset_overrides: dict[str, dict[str, Any]],
     method_overrides: dict[str, dict[str, Any]],
     iterations: int | None = None,
+    batch: str | None = None,
 ) -> Budget:
     """Global budget, then the dataset's view of it, then the method's (e.g. BCP's extra pre-training),
     then ``--iters``.  Later wins."""
@@ -48,4 +49,9 @@ def resolve_budget(
         if iterations <= 0:
             raise ValueError(f"--iters {iterations}: must be positive")
         budget = dataclasses.replace(budget, iterations=iterations, validate_every=min(budget.validate_every, iterations))
+    if batch is not None:
+        labeled, sep, unlabeled = batch.partition("+")
+        if not (sep and labeled.isdigit() and unlabeled.isdigit() and int(labeled) > 0 and int(unlabeled) > 0):
+            raise ValueError(f"--batch {batch!r}: expected LABELED+UNLABELED, e.g. 12+12")
+        budget = dataclasses.replace(budget, labeled_batch=int(labeled), unlabeled_batch=int(unlabeled))
     return budget

@@ -11,7 +11,10 @@ from bench.data.case import Case
 from bench.data.resize import resize_image, resize_labels
 from bench.metrics import score_case, summarize_case
 
-Predictor = Callable[[torch.Tensor], torch.Tensor]
+Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(images [N,C,h,w], labels [N,h,w] at the patch size) -> logits``.  Labels are passed so that
+evaluation-only methods marked ``ground-truth-prompts`` can build prompts; every other method's
+predictor ignores them (see ``bench.execute.test_predictor``)."""
 
 
 @torch.no_grad()
@@ -24,11 +27,13 @@ def predict_case(
 ) -> np.ndarray:
     """Label volume ``[D, H, W]``: argmax at the patch size, then nearest-neighbour back to ``H, W``."""
     slices = torch.from_numpy(np.ascontiguousarray(case.image, dtype=np.float32))[:, None]
+    truth = torch.from_numpy(case.label.astype(np.int64))
     original_size = tuple(slices.shape[-2:])
     predictions = []
     for start in range(0, slices.shape[0], batch_size):
         chunk = resize_image(slices[start : start + batch_size], patch_size).to(device)
-        logits = predict(chunk).float()
+        chunk_truth = resize_labels(truth[start : start + batch_size], patch_size).to(device)
+        logits = predict(chunk, chunk_truth).float()
         labels = logits.argmax(dim=1).cpu()
         predictions.append(resize_labels(labels, original_size))
     return torch.cat(predictions).numpy().astype(np.uint8)
@@ -74,15 +79,19 @@ def score_cases(
     policy: str,
     spacing_unit: str = "auto",
     on_case: Callable[[], None] | None = None,
+    predictions: dict[str, np.ndarray] | None = None,
 ) -> list[dict]:
     """One row per case: id, domain, every metric per class and the class means.
 
+    ``predictions``, when given, receives each case's predicted label volume (for qualitative figures).
     ``spacing_unit`` ``voxel`` ignores a known spacing so HD95/ASD are in voxels, as the SSL4MIS tables
     report them; ``auto`` uses millimetres where the case carries a spacing.
     """
     rows = []
     for case in cases:
         prediction = predict_case(predict, case, patch_size, batch_size, device)
+        if predictions is not None:
+            predictions[case.case_id] = prediction
         spacing = case.spacing if spacing_unit != "voxel" else None
         truth = case.label
         if case.num_slices == 1:

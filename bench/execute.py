@@ -1,14 +1,16 @@
 """Executing one run end to end: data, labeled subset, method, training, test scoring, records."""
 from __future__ import annotations
 
+import os
 import resource
 import time
 import traceback
 from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 import torch
 from accelerate import Accelerator
@@ -19,7 +21,7 @@ from bench.data.adapter import DatasetAdapter, TrainingSlice
 from bench.data.label_budget import LabelBudget, select_labeled_cases
 from bench.data.streams import SliceViews, endless_batches
 from bench.evaluation import score_cases, validation_dice
-from bench.method import Method, TaskSpec
+from bench.method import GROUND_TRUTH_PROMPTS, Method, TaskSpec
 from bench.metrics import EMPTY_POLICIES
 from bench.record import (
     RESULT_FORMAT_VERSION,
@@ -29,8 +31,8 @@ from bench.record import (
     write_json_atomic,
 )
 from bench.registry import DATASETS, METHODS
-from bench.runs import FAILURE_FILE, SUMMARY_FILE, RunSpec
-from bench.training import TrainingFailure, train
+from bench.runs import FAILURE_FILE, PREDICTIONS_FILE, SUMMARY_FILE, RunSpec
+from bench.training import TrainingFailure, TrainingResult, train
 
 
 @lru_cache(maxsize=4)
@@ -47,7 +49,7 @@ def dataset_for(spec: RunSpec) -> DatasetAdapter:
 
 def budget_for(spec: RunSpec, adapter: DatasetAdapter, method_cls: type[Method]) -> Budget:
     return resolve_budget(
-        spec.budget, adapter.budget_overrides, getattr(method_cls, "budget_overrides", {}), spec.iterations
+        spec.budget, adapter.budget_overrides, getattr(method_cls, "budget_overrides", {}), spec.iterations, spec.batch
     )
 
 
@@ -74,6 +76,14 @@ def validate_spec(spec: RunSpec) -> None:
         )
     if spec.params:
         method_cls.params_from_dict(spec.params)
+
+
+def test_predictor(method: Method):
+    """Labels reach a method at evaluation only when it is marked as using ground-truth prompts
+    (zero-shot SAM-point); that mark is recorded in every result it produces."""
+    if GROUND_TRUTH_PROMPTS in method.result_flags:
+        return method.predict_inputs
+    return lambda images, labels: method.predict(images)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -113,6 +123,36 @@ def build_method(spec: RunSpec, adapter: DatasetAdapter, method_cls: type[Method
     return method_cls(params, task)
 
 
+def train_method(
+    spec: RunSpec,
+    adapter: DatasetAdapter,
+    method: Method,
+    budget: Budget,
+    labeled_ids: list[str],
+    accelerator: Accelerator,
+    log_path: Path,
+    show_progress: bool = True,
+    on_validation: Callable[[int, float], None] | None = None,
+) -> TrainingResult:
+    """Training with model selection on the validation split; shared by ``bench run`` and ``bench tune``
+    (which never reaches the test split)."""
+    patch = (budget.patch_size, budget.patch_size)
+    labeled, unlabeled = build_streams(adapter, labeled_ids, type(method), budget, spec.seed)
+    validation_cases = list(adapter.eval_cases("val"))
+
+    def validate(model: Method) -> float:
+        with accelerator.autocast():
+            return validation_dice(
+                test_predictor(model), validation_cases, adapter.num_classes, patch, budget.eval_batch, accelerator.device
+            )
+
+    return train(
+        method, accelerator, labeled, unlabeled, budget.iterations, budget.validate_every, validate, log_path,
+        gradient_clip=spec.gradient_clip, show_progress=show_progress,
+        description=f"{spec.method} {spec.labels} s{spec.seed}", on_validation=on_validation,
+    )
+
+
 def execute_run(spec: RunSpec, out: Path, show_progress: bool = True) -> dict:
     """Train and score one run; returns its summary.  Failures are written as ``failure.json``."""
     directory = spec.directory(out)
@@ -129,23 +169,12 @@ def execute_run(spec: RunSpec, out: Path, show_progress: bool = True) -> dict:
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=spec.precision)
     set_seed(spec.seed)
     method = build_method(spec, adapter, method_cls, budget)
+    flags = sorted(set(method.result_flags))
     patch = (budget.patch_size, budget.patch_size)
     try:
         if method_cls.trains:
-            labeled, unlabeled = build_streams(adapter, labeled_ids, method_cls, budget, spec.seed)
-            validation_cases = list(adapter.eval_cases("val"))
-
-            def validate(model: Method) -> float:
-                with accelerator.autocast():
-                    return validation_dice(
-                        model.predict, validation_cases, adapter.num_classes, patch, budget.eval_batch, accelerator.device
-                    )
-
-            result = train(
-                method, accelerator, labeled, unlabeled, budget.iterations, budget.validate_every, validate,
-                directory / "train_log.csv", show_progress=show_progress,
-                description=f"{spec.method} {spec.labels} s{spec.seed}",
-            )
+            result = train_method(spec, adapter, method, budget, labeled_ids, accelerator,
+                                  directory / "train_log.csv", show_progress)
             method = accelerator.unwrap_model(method)
             method.load_state_dict(result.best_state)
             if accelerator.is_main_process:
@@ -156,10 +185,11 @@ def execute_run(spec: RunSpec, out: Path, show_progress: bool = True) -> dict:
             method = method.to(accelerator.device)
             training = {"best_validation_dice": None, "best_step": 0, "train_seconds": 0.0}
         method.eval()
+        predictions: dict[str, Any] = {}
         with accelerator.autocast():
             rows = score_cases(
-                method.predict, adapter.eval_cases("test"), adapter.class_names, patch, budget.eval_batch,
-                accelerator.device, spec.empty_policy, spec.spacing_unit,
+                test_predictor(method), adapter.eval_cases("test"), adapter.class_names, patch, budget.eval_batch,
+                accelerator.device, spec.empty_policy, spec.spacing_unit, predictions=predictions,
             )
     except TrainingFailure as failure:
         write_failure(directory, spec, failure.step, failure.reason, traceback.format_exc())
@@ -170,10 +200,18 @@ def execute_run(spec: RunSpec, out: Path, show_progress: bool = True) -> dict:
     if not accelerator.is_main_process:
         return {}
     write_csv_atomic(directory / "per_case.csv", rows)
-    summary = summarize_run(spec, rows, adapter, method_cls, budget, labeled_ids, training,
+    save_predictions(directory / PREDICTIONS_FILE, predictions)
+    summary = summarize_run(spec, rows, adapter, method_cls, budget, labeled_ids, training, flags,
                             time.perf_counter() - started, accelerator.device)
     write_json_atomic(directory / SUMMARY_FILE, summary)
     return summary
+
+
+def save_predictions(path: Path, predictions: dict[str, Any]) -> None:
+    """Test-split label volumes, compressed (labels compress well), for qualitative figures."""
+    temporary = path.with_name(f".{path.name}.tmp.npz")
+    np.savez_compressed(temporary, **predictions)
+    os.replace(temporary, path)
 
 
 def write_failure(directory: Path, spec: RunSpec, step: int | None, reason: str, trace: str) -> None:
@@ -189,6 +227,7 @@ def summarize_run(
     budget: Budget,
     labeled_ids: list[str],
     training: dict,
+    flags: list[str],
     wall_seconds: float,
     device: torch.device,
 ) -> dict:
@@ -219,7 +258,7 @@ def summarize_run(
         "num_test_cases": len(rows),
         "metrics": metrics,
         "empty_predictions": empty,
-        "flags": list(method_cls.result_flags) + list(spec.options.get("flags", [])),
+        "flags": flags,
         "training": training,
         "wall_seconds": wall_seconds,
         "peak_memory_mb": peak_memory_mb(device),

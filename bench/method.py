@@ -20,6 +20,12 @@ pixel in one view is the same anatomy in the others; ``strong``/``strong2`` add 
 photometric perturbations (colour jitter, blur) on top of the weak view."""
 
 
+GROUND_TRUTH_PROMPTS = "ground-truth-prompts"
+"""Result flag of evaluation-only methods that are prompted from the test labels (not a fair SSL row)."""
+RANDOM_INIT_SAM = "random-init-sam"
+"""Result flag of SAM methods run without pretrained weights."""
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """What a method needs to build its networks; ``network`` overrides the default U-Net widths."""
@@ -111,8 +117,9 @@ class Method(nn.Module):
     """True for the fully-supervised upper bound: every training case is labeled."""
     trains: ClassVar[bool] = True
     """False for evaluation-only methods (zero-shot)."""
-    result_flags: ClassVar[tuple[str, ...]] = ()
-    """Flags recorded with every result, e.g. ``ground-truth-prompts``."""
+    result_flags: tuple[str, ...] = ()
+    """Flags recorded with every result, e.g. ``ground-truth-prompts``; an instance may add its own
+    (a SAM method built without pretrained weights adds ``random-init-sam``)."""
 
     def __init__(self, params: Any, task: TaskSpec) -> None:
         super().__init__()
@@ -138,8 +145,8 @@ class Method(nn.Module):
     def on_step_end(self, progress: Progress) -> None:
         """Called after the optimizer step (EMA teachers update here)."""
 
-    def predict_inputs(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """Evaluation hook for methods that need ground truth at test time (marked as such)."""
+    def predict_inputs(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Evaluation hook of methods flagged ``ground-truth-prompts``; called only for them."""
         return self.predict(images)
 
     @classmethod

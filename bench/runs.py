@@ -1,7 +1,7 @@
 """A run: one method x dataset x label budget x seed x budget, with a deterministic key and directory.
 
 ``runs/<dataset>/<budget>/<method>/<labels>/seed<k>/`` holds ``config.json``, ``labeled_cases.json``,
-``train_log.csv``, ``best.pt``, ``per_case.csv`` and ``summary.json``; the summary is written last and
+``train_log.csv``, ``best.pt``, ``per_case.csv``, ``predictions.npz`` and ``summary.json``; the summary is written last and
 atomically, so its presence means the run is complete.  (DESIGN.md's layout has no budget level; a
 ``quick`` and a ``paper`` run of the same setting would otherwise share a folder.)
 """
@@ -18,6 +18,7 @@ from bench.data.label_budget import LabelBudget
 
 SUMMARY_FILE = "summary.json"
 FAILURE_FILE = "failure.json"
+PREDICTIONS_FILE = "predictions.npz"
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class RunSpec:
     seed: int
     budget: str
     iterations: int | None = None
+    batch: str | None = None
+    gradient_clip: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
     label_selection: str | None = None
     empty_policy: str = "ssl4mis"
@@ -36,8 +39,13 @@ class RunSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     def config(self) -> dict[str, Any]:
-        """Everything that changes a result; two runs with equal configs are the same experiment."""
-        return json.loads(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str))
+        """Everything that changes a result; two runs with equal configs are the same experiment.
+
+        The data root is left out (it is recorded in the summary's dataset protocol): moving a dataset
+        or naming it by a relative path must not make finished runs look different."""
+        config = json.loads(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str))
+        config["options"] = {k: v for k, v in config["options"].items() if k != "data_root" and v not in (None, {}, [])}
+        return config
 
     @property
     def key(self) -> str:

@@ -40,6 +40,7 @@ def expand_runs(
     labels: Sequence[str],
     seeds: Sequence[int],
     budget: str,
+    params_by_method: dict[str, dict] | None = None,
     **common: Any,
 ) -> list[RunSpec]:
     """Methods trained on every label (the fully-supervised bound) run once per seed, as ``all``."""
@@ -49,7 +50,9 @@ def expand_runs(
         method_labels = ["all"] if method_cls.trains_on_all_labels else list(labels)
         for label in method_labels:
             for seed in seeds:
-                specs.append(RunSpec(dataset=dataset, method=method, labels=label, seed=seed, budget=budget, **common))
+                params = dict((params_by_method or {}).get(method, {}))
+                specs.append(RunSpec(dataset=dataset, method=method, labels=label, seed=seed, budget=budget,
+                                     params=params, **common))
     return specs
 
 

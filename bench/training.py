@@ -56,6 +56,7 @@ def train(
     gradient_clip: float | None = None,
     show_progress: bool = True,
     description: str = "",
+    on_validation: Callable[[int, float], None] | None = None,
 ) -> TrainingResult:
     """Runs ``total_steps`` optimisation steps and keeps the state with the best validation Dice.
 
@@ -106,6 +107,8 @@ def train(
             if (step + 1) % validate_every == 0 or step + 1 == total_steps:
                 model.eval()
                 row["val_dice"] = validate(unwrapped)
+                if on_validation is not None:
+                    on_validation(step + 1, row["val_dice"])
                 if row["val_dice"] > best_dice:
                     best_dice, best_step = row["val_dice"], step + 1
                     best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
@@ -117,6 +120,8 @@ def train(
                 writer = csv.DictWriter(log_file, fieldnames=fields, extrasaction="ignore")
                 writer.writeheader()
             writer.writerow(row)
+            if "val_dice" in row:
+                log_file.flush()
             bar.update(1)
         bar.close()
     return TrainingResult(best_state, best_dice, best_step, total_steps, time.perf_counter() - started)
