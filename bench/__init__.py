@@ -1,14 +1,17 @@
 """Benchmark harness for semi-supervised medical image segmentation.
 
 This module is the public API that methods in ``baselines/``, ``methods/`` and third-party plug-ins
-import; nothing else in ``bench`` is promised to stay put.
+import; nothing else in ``bench`` is promised to stay put.  Shared mechanics live here once, grouped
+by the family of methods that first needed them.
 """
 from __future__ import annotations
 
+# The plug-in contract, registries and data types.
 from bench.data.adapter import DatasetAdapter, TrainingSlice
 from bench.data.case import Case
-from bench.losses import ce_dice_loss, dice_loss, masked_cross_entropy
 from bench.method import (
+    GROUND_TRUTH_PROMPTS,
+    RANDOM_INIT_SAM,
     VIEWS,
     Batch,
     Method,
@@ -19,55 +22,48 @@ from bench.method import (
     TaskSpec,
     poly_decay,
 )
-from bench.networks import DeepSupervisionUNet, MultiDecoderUNet, UNet, UNetConfig, count_parameters
 from bench.registry import (
     DATASET_ENTRY_POINT_GROUP,
     METHOD_ENTRY_POINT_GROUP,
+    METHODS,
     register_dataset,
     register_method,
 )
 
+# Networks, losses, schedules, resizing.
+from bench.data.resize import resize_image, resize_labels
+from bench.losses import ce_dice_loss, dice_loss, masked_cross_entropy
+from bench.networks import (
+    ConvBlock,
+    DeepSupervisionUNet,
+    DownBlock,
+    MultiDecoderUNet,
+    UNet,
+    UNetConfig,
+    VNet2D,
+    VNet2DConfig,
+    count_parameters,
+    init_weights,
+)
+from bench.schedules import exponential_rampdown, sigmoid_rampup
 
-def unet_for(task: TaskSpec, **overrides) -> UNet:
-    """The default backbone for a task (SSL4MIS U-Net; widths from the budget)."""
-    return UNet(UNetConfig(in_channels=task.in_channels, num_classes=task.num_classes,
-                           widths=task.network_widths, **overrides))
-
-
-__all__ = [
-    "VIEWS", "Batch", "Case", "DATASET_ENTRY_POINT_GROUP", "DatasetAdapter", "DeepSupervisionUNet",
-    "METHOD_ENTRY_POINT_GROUP", "Method", "MultiDecoderUNet", "NoParams", "OptimizerSpec", "Progress",
-    "StepOutput", "TaskSpec", "TrainingSlice", "UNet", "UNetConfig", "ce_dice_loss", "count_parameters",
-    "dice_loss", "masked_cross_entropy", "poly_decay", "register_dataset", "register_method", "unet_for",
-]
-
-# The Laine & Aila sigmoid ramp-up, for schedules other than SSL4MIS' consistency staircase (UA-MT's threshold).
-from bench.schedules import sigmoid_rampup  # noqa: E402
-
-__all__ += ["sigmoid_rampup"]
-
-# Mean-teacher family and co-training (Mean Teacher, UA-MT, CPS): EMA teachers, teacher perturbation,
-# consistency distances, Monte-Carlo uncertainty and the re-initialisation that makes two networks differ.
-from bench.consistency import (  # noqa: E402
+# Mean-teacher family and co-training (Mean Teacher, UA-MT, CPS, URPC, MC-Net+): EMA teachers, teacher
+# perturbation, consistency distances, Monte-Carlo uncertainty, SSL4MIS ramp-ups.
+from bench.consistency import (
     add_clipped_gaussian_noise,
     cross_entropy_to_argmax,
     masked_consistency,
     monte_carlo_probs,
     predictive_entropy,
+    schedule_scaled,
     softmax_mse,
     ssl4mis_consistency_weight,
 )
-from bench.ema import ema_update, make_teacher  # noqa: E402
-from bench.networks import init_weights  # noqa: E402
+from bench.ema import ema_update, make_teacher
 
-__all__ += [
-    "add_clipped_gaussian_noise", "cross_entropy_to_argmax", "ema_update", "init_weights", "make_teacher",
-    "masked_consistency", "monte_carlo_probs", "predictive_entropy", "softmax_mse", "ssl4mis_consistency_weight",
-]
-
-# Weak-to-strong and copy-paste methods (FixMatch, UniMatch, BCP): CutMix boxes, BCP's copy-paste mask,
-# mixing images and pseudo-labels with one mask, confidence masks, largest-component filtering.
-from bench.mixing import (  # noqa: E402
+# Weak-to-strong and copy-paste methods (FixMatch, UniMatch, BCP, SynFoC, KnowSAM): CutMix boxes, BCP's
+# copy-paste mask, mixing images and pseudo-labels with one mask, confidence masks, largest components.
+from bench.mixing import (
     PseudoLabels,
     batch_partner,
     confidence_mask,
@@ -79,7 +75,65 @@ from bench.mixing import (  # noqa: E402
     mix_by_mask,
 )
 
-__all__ += [
-    "PseudoLabels", "batch_partner", "confidence_mask", "confident_dice_loss", "copy_paste_mask", "cutmix_boxes",
-    "cutmix_from_partner", "largest_component_per_class", "mix_by_mask",
+# SAM: the adapted multi-class SAM with LoRA/adapters, SAMed's optimiser, prompts from masks.
+from bench.prompts import (
+    ClassPrompts,
+    center_point,
+    jitter_boxes,
+    largest_component,
+    mask_prompt_logits,
+    prompts_from_labels,
+    random_point,
+    tight_box,
+)
+from bench.sam import AdaptedSAM, SAMOptions, count_trainable, sam_for, sam_optimizer, warmup_poly_schedule
+
+# Dual-decoder SAM (CPC-SAM, InteractMatch): decoders prompting each other, ensembles, distillation.
+from bench.dual_sam import (
+    PromptRecipe,
+    cross_prompt,
+    decode_prompted,
+    dual_decoder_prediction,
+    dual_decoder_sam,
+    ensemble_logits,
+    ensemble_probs,
+    ensemble_pseudo_labels,
+    other_decoder,
+    pixelwise_kl_divergence,
+    prompts_from_logits,
+    pseudo_label_loss,
+)
+
+# SemiSAM: maps between the un-augmented (``plain``) frame and the augmented one.
+from bench.geometry import Geometry, apply_geometry, invert_geometry
+
+
+def unet_for(task: TaskSpec, **overrides) -> UNet:
+    """The default backbone for a task (SSL4MIS U-Net; widths from the budget)."""
+    return UNet(UNetConfig(in_channels=task.in_channels, num_classes=task.num_classes,
+                           widths=task.network_widths, **overrides))
+
+
+def method_class(name: str) -> type[Method]:
+    """The method registered as ``name``, loading only its own entry point: for a method built on
+    another one (SemiSAM composes a baseline) at import time."""
+    return METHODS.load(name)
+
+
+__all__ = [
+    "AdaptedSAM", "Batch", "Case", "ClassPrompts", "ConvBlock", "DATASET_ENTRY_POINT_GROUP", "DatasetAdapter",
+    "DeepSupervisionUNet", "DownBlock", "GROUND_TRUTH_PROMPTS", "Geometry", "METHOD_ENTRY_POINT_GROUP", "Method",
+    "MultiDecoderUNet", "NoParams", "OptimizerSpec", "Progress", "PromptRecipe", "PseudoLabels", "RANDOM_INIT_SAM",
+    "SAMOptions", "StepOutput", "TaskSpec", "TrainingSlice", "UNet", "UNetConfig", "VIEWS", "VNet2D", "VNet2DConfig",
+    "add_clipped_gaussian_noise", "apply_geometry", "batch_partner", "ce_dice_loss", "center_point",
+    "confidence_mask", "confident_dice_loss", "copy_paste_mask", "count_parameters", "count_trainable",
+    "cross_entropy_to_argmax", "cross_prompt", "cutmix_boxes", "cutmix_from_partner", "decode_prompted",
+    "dice_loss", "dual_decoder_prediction", "dual_decoder_sam", "ema_update", "ensemble_logits", "ensemble_probs",
+    "ensemble_pseudo_labels", "exponential_rampdown", "init_weights", "invert_geometry", "jitter_boxes",
+    "largest_component", "largest_component_per_class", "make_teacher", "mask_prompt_logits", "masked_consistency",
+    "masked_cross_entropy", "method_class", "mix_by_mask", "monte_carlo_probs", "other_decoder",
+    "pixelwise_kl_divergence", "poly_decay", "predictive_entropy", "prompts_from_labels", "prompts_from_logits",
+    "pseudo_label_loss", "random_point", "register_dataset", "register_method", "resize_image", "resize_labels",
+    "sam_for", "sam_optimizer", "schedule_scaled", "sigmoid_rampup", "softmax_mse", "ssl4mis_consistency_weight",
+    "tight_box", "unet_for", "warmup_poly_schedule",
 ]

@@ -77,7 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="hyper-parameters from a YAML file (the one `bench tune` writes, or method -> params)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="METHOD.PARAM=VALUE",
                      help="override one hyper-parameter, e.g. --set mean-teacher.ema_decay=0.999; repeatable")
+    run.add_argument("--jobs", type=int, default=1, help="runs executed at once, each in its own process (default: 1)")
+    run.add_argument("--shard", default=None, metavar="I/N",
+                     help="run only every N-th run starting at I (0-based), to split a sweep across machines")
+    run.add_argument("--retry-failed", action="store_true", help="re-run runs that failed before (default: report them)")
     run.add_argument("--overwrite", action="store_true", help="re-run runs whose folder holds a result with another config")
+    run.add_argument("--dry-run", action="store_true",
+                     help="list the runs and estimate the training time from a few timed steps, then stop")
     run.add_argument("--no-estimate", action="store_true", help="skip the timed steps that estimate the sweep's duration")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -101,6 +107,22 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--study-name", default=None)
     tune.add_argument("--out", type=Path, default=Path("tuning"), help="where the YAML, database and plots go")
     tune.add_argument("--no-progress", action="store_true")
+
+    board = commands.add_parser(
+        "leaderboard", help="tables, statistics and figures from finished runs",
+        description="Reads per-case results (never summaries alone) under RUNS and writes, per (dataset, budget, "
+                    "empty-mask policy): runs.csv, summary.csv (mean, std, n over seeds, case-level 95%% bootstrap CI), "
+                    "significance.csv (Wilcoxon vs the best, Holm-corrected), leaderboard.md, leaderboard.tex and "
+                    "figures. Failed or partial runs are listed in skipped_runs.csv and left out.",
+    )
+    board.add_argument("runs", nargs="+", type=Path, help="run folders (e.g. runs/)")
+    board.add_argument("--out", type=Path, required=True, help="output folder")
+    board.add_argument("--reported", action="store_true",
+                       help="add the published value and the gap where dataset, labels and protocol match")
+    board.add_argument("--reported-csv", type=Path, default=None, help="published numbers (default: leaderboards/reported.csv)")
+    board.add_argument("--no-plots", action="store_true", help="tables only")
+    board.add_argument("--data-root", action="append", default=[], metavar="DATASET=DIR",
+                       help="where a dataset lives, for the qualitative figure; repeatable")
 
     listing = commands.add_parser("list", help="list registered methods or datasets")
     listing.add_argument("what", choices=("methods", "datasets"))
@@ -132,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "run":
             return command_run(args)
+        if args.command == "leaderboard":
+            return command_leaderboard(args)
         if args.command == "tune":
             return command_tune(args)
         if args.command == "data":
@@ -219,6 +243,22 @@ def method_params(args: argparse.Namespace, methods: Sequence[str]) -> dict[str,
     return merged
 
 
+def command_leaderboard(args: argparse.Namespace) -> int:
+    from bench.leaderboard import build_leaderboard
+
+    data_roots = {}
+    for item in args.data_root:
+        name, sep, folder = item.partition("=")
+        if not sep:
+            raise ValueError(f"--data-root {item!r}: expected DATASET=DIR")
+        data_roots[name] = Path(folder)
+    report = build_leaderboard(args.runs, args.out, args.reported, reported_csv=args.reported_csv,
+                               plots=not args.no_plots, data_roots=data_roots)
+    for table in report.tables:
+        print(f"{table.directory}: {table.num_runs} runs")
+    return 0 if report.tables else 1
+
+
 def command_tune(args: argparse.Namespace) -> int:
     from bench.runs import RunSpec
     from bench.tune import tune
@@ -253,7 +293,7 @@ def parse_dataset(text: str, option_texts: Sequence[str]) -> tuple[str, dict[str
 
 def command_run(args: argparse.Namespace) -> int:
     from bench.record import check_writable
-    from bench.sweep import expand_runs, results_table, run_sweep
+    from bench.sweep import expand_runs, results_table, run_sweep, select_shard
 
     if args.seeds <= 0:
         raise ValueError(f"--seeds {args.seeds}: need at least one seed")
@@ -277,8 +317,15 @@ def command_run(args: argparse.Namespace) -> int:
         spacing_unit=args.spacing_unit, precision=args.precision,
         options=options, params_by_method=params,
     )
+    if args.shard:
+        specs = select_shard(specs, args.shard)
+    if args.jobs <= 0:
+        raise ValueError(f"--jobs {args.jobs}: must be positive")
     outcome = run_sweep(specs, args.out, overwrite=args.overwrite, estimate=not args.no_estimate,
-                        show_progress=not args.no_progress)
+                        show_progress=not args.no_progress and args.jobs == 1, retry_failed=args.retry_failed,
+                        jobs=args.jobs, dry_run=args.dry_run)
+    if args.dry_run:
+        return 0
     table = results_table(outcome.summaries)
     if not table.empty:
         print(f"\nDice on {dataset} test split (mean ± std over seeds), budget {args.budget}:")

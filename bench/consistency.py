@@ -21,16 +21,34 @@ MASKED_MEAN_EPS = 1e-16
 """SSL4MIS UA-MT's guard against an empty mask: ``sum(mask * d) / (2 * sum(mask) + 1e-16)``."""
 
 
-def ssl4mis_consistency_weight(step: int, weight: float, rampup_epochs: float, iterations_per_epoch: int) -> float:
+SSL4MIS_ITERATIONS = 30_000
+"""Length of the SSL4MIS ACDC schedule, the reference at which its iteration counts are stated."""
+
+
+def schedule_scaled(iterations: float, total_steps: int | None) -> float:
+    """An iteration count stated for the 30k SSL4MIS schedule, at the same *fraction* of a run of
+    ``total_steps`` (``None``: unscaled).  At the paper budget this is the identity; under a reduced
+    budget it keeps ramp-ups covering the same share of training instead of never starting."""
+    if total_steps is None:
+        return iterations
+    return iterations * total_steps / SSL4MIS_ITERATIONS
+
+
+def ssl4mis_consistency_weight(
+    step: int, weight: float, rampup_epochs: float, iterations_per_epoch: int, total_steps: int | None = None
+) -> float:
     """``weight * sigmoid_rampup(step // iterations_per_epoch, rampup_epochs)``.
 
     SSL4MIS counts its consistency ramp-up in "epochs" of 150 iterations (``iter_num // 150``) over
     200 such epochs, i.e. the ramp covers the whole 30k-iteration ACDC schedule, and the weight is a
-    staircase that changes every 150 iterations rather than at every step.
+    staircase that changes every 150 iterations rather than at every step.  With ``total_steps`` the
+    epoch length is scaled by ``total_steps / 30000`` (see ``schedule_scaled``), so a 1,000-iteration
+    budget ramps over its whole run as the paper budget does.
     """
     if iterations_per_epoch < 1:
         raise ValueError(f"iterations_per_epoch must be >= 1, got {iterations_per_epoch}")
-    return weight * sigmoid_rampup(step // iterations_per_epoch, rampup_epochs)
+    epoch_length = max(1.0, schedule_scaled(iterations_per_epoch, total_steps))
+    return weight * sigmoid_rampup(int(step // epoch_length), rampup_epochs)
 
 
 def add_clipped_gaussian_noise(images: torch.Tensor, std: float, clip: float) -> torch.Tensor:
@@ -104,7 +122,8 @@ def masked_consistency(distance: torch.Tensor, mask: torch.Tensor, normaliser: f
 
 
 def cross_entropy_to_argmax(logits: torch.Tensor, other_logits: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of ``logits`` against the hard pseudo-label ``argmax(other_logits)`` (CPS Eq. 2-3).
+    """Cross-entropy of ``logits`` against the hard pseudo-label ``argmax(other_logits)``
+    (cross pseudo supervision, Chen et al. 2021, Sec. 3.1).
 
     The pseudo-label is built from detached logits: it is a target, so no gradient reaches the
     network that produced it through this term.

@@ -13,11 +13,12 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
 from bench.budget import Budget, resolve_budget
 from bench.data.adapter import DatasetAdapter, TrainingSlice
+from bench.data.domains import per_domain_means, select_labeled_in_domain
 from bench.data.label_budget import LabelBudget, select_labeled_cases
 from bench.data.streams import SliceViews, endless_batches
 from bench.evaluation import score_cases, validation_dice
@@ -31,8 +32,8 @@ from bench.record import (
     write_json_atomic,
 )
 from bench.registry import DATASETS, METHODS
-from bench.runs import FAILURE_FILE, PREDICTIONS_FILE, SUMMARY_FILE, RunSpec
-from bench.training import TrainingFailure, TrainingResult, train
+from bench.runs import CHECKPOINT_FILE, FAILURE_FILE, PREDICTIONS_FILE, SUMMARY_FILE, RunSpec
+from bench.training import BatchStream, TrainingFailure, TrainingResult, train
 
 
 @lru_cache(maxsize=4)
@@ -49,16 +50,22 @@ def dataset_for(spec: RunSpec) -> DatasetAdapter:
 
 def budget_for(spec: RunSpec, adapter: DatasetAdapter, method_cls: type[Method]) -> Budget:
     return resolve_budget(
-        spec.budget, adapter.budget_overrides, getattr(method_cls, "budget_overrides", {}), spec.iterations, spec.batch
+        spec.budget, adapter.budget_overrides, method_cls.budget_overrides, spec.iterations, spec.batch
     )
 
 
 def labeled_case_ids(spec: RunSpec, adapter: DatasetAdapter, method_cls: type[Method]) -> list[str]:
     case_ids = adapter.train_case_ids()
+    if not method_cls.trains or spec.labels == "none":
+        return []
     if method_cls.trains_on_all_labels or spec.labels == "all":
         return list(case_ids)
     selection = spec.label_selection or adapter.default_label_selection
-    return select_labeled_cases(case_ids, LabelBudget.parse(spec.labels), spec.seed, selection)
+    budget = LabelBudget.parse(spec.labels)
+    labeled_domain = spec.options.get("labeled_domain")
+    if labeled_domain:
+        return select_labeled_in_domain(case_ids, adapter.case_domains(), budget, spec.seed, selection, labeled_domain)
+    return select_labeled_cases(case_ids, budget, spec.seed, selection)
 
 
 def validate_spec(spec: RunSpec) -> None:
@@ -78,6 +85,16 @@ def validate_spec(spec: RunSpec) -> None:
         method_cls.params_from_dict(spec.params)
 
 
+def make_accelerator(precision: str) -> Accelerator:
+    """CPU when no GPU is present; unused parameters tolerated under DDP, since some methods leave parts
+    of themselves idle in some steps (a prompt encoder without prompts, a pre-training stage)."""
+    return Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=precision,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+
+
 def test_predictor(method: Method):
     """Labels reach a method at evaluation only when it is marked as using ground-truth prompts
     (zero-shot SAM-point); that mark is recorded in every result it produces."""
@@ -95,18 +112,22 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def build_streams(
     adapter: DatasetAdapter, labeled_ids: list[str], method_cls: type[Method], budget: Budget, seed: int
-) -> tuple[Any, Any]:
+) -> tuple[BatchStream, BatchStream | None]:
     labeled_set = set(labeled_ids)
-    slices = adapter.train_slices()
+    # Under `accelerate launch` each process draws its own samples (its share of the global batch).
+    seed = seed + 1000 * PartialState().process_index
+    patch = (budget.patch_size, budget.patch_size)
+    slices = adapter.train_slices(patch_size=patch)
     labeled_slices = [s for s in slices if s.case_id in labeled_set]
     unlabeled_slices: list[TrainingSlice] = [s for s in slices if s.case_id not in labeled_set]
     patch = (budget.patch_size, budget.patch_size)
     labeled_views = ("weak",) + tuple(method_cls.labeled_views)
-    labeled = endless_batches(SliceViews(labeled_slices, patch, labeled_views, True, seed), budget.labeled_batch, seed)
+    labeled_data = SliceViews(labeled_slices, patch, labeled_views, True, seed)
+    labeled = BatchStream(lambda step: endless_batches(labeled_data, budget.labeled_batch, seed, step))
     unlabeled = None
     if method_cls.unlabeled_views:
-        dataset = SliceViews(unlabeled_slices, patch, method_cls.unlabeled_views, False, seed + 1)
-        unlabeled = endless_batches(dataset, budget.unlabeled_batch, seed + 1)
+        unlabeled_data = SliceViews(unlabeled_slices, patch, method_cls.unlabeled_views, False, seed + 1)
+        unlabeled = BatchStream(lambda step: endless_batches(unlabeled_data, budget.unlabeled_batch, seed + 1, step))
     return labeled, unlabeled
 
 
@@ -133,6 +154,7 @@ def train_method(
     log_path: Path,
     show_progress: bool = True,
     on_validation: Callable[[int, float], None] | None = None,
+    checkpoint_path: Path | None = None,
 ) -> TrainingResult:
     """Training with model selection on the validation split; shared by ``bench run`` and ``bench tune``
     (which never reaches the test split)."""
@@ -150,6 +172,7 @@ def train_method(
         method, accelerator, labeled, unlabeled, budget.iterations, budget.validate_every, validate, log_path,
         gradient_clip=spec.gradient_clip, show_progress=show_progress,
         description=f"{spec.method} {spec.labels} s{spec.seed}", on_validation=on_validation,
+        checkpoint_path=checkpoint_path, checkpoint_every=budget.validate_every,
     )
 
 
@@ -163,10 +186,11 @@ def execute_run(spec: RunSpec, out: Path, show_progress: bool = True) -> dict:
     adapter = dataset_for(spec)
     budget = budget_for(spec, adapter, method_cls)
     labeled_ids = labeled_case_ids(spec, adapter, method_cls)
-    write_json_atomic(directory / "config.json", {"key": spec.key, "config": spec.config(), "budget": asdict(budget)})
-    write_json_atomic(directory / "labeled_cases.json", {"labels": spec.labels, "seed": spec.seed, "case_ids": labeled_ids})
-
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=spec.precision)
+    accelerator = make_accelerator(spec.precision)
+    if accelerator.is_main_process:
+        write_json_atomic(directory / "config.json", {"key": spec.key, "config": spec.config(), "budget": asdict(budget)})
+        write_json_atomic(directory / "labeled_cases.json",
+                          {"labels": spec.labels, "seed": spec.seed, "case_ids": labeled_ids})
     set_seed(spec.seed)
     method = build_method(spec, adapter, method_cls, budget)
     flags = sorted(set(method.result_flags))
@@ -174,13 +198,13 @@ def execute_run(spec: RunSpec, out: Path, show_progress: bool = True) -> dict:
     try:
         if method_cls.trains:
             result = train_method(spec, adapter, method, budget, labeled_ids, accelerator,
-                                  directory / "train_log.csv", show_progress)
+                                  directory / "train_log.csv", show_progress, checkpoint_path=directory / CHECKPOINT_FILE)
             method = accelerator.unwrap_model(method)
             method.load_state_dict(result.best_state)
             if accelerator.is_main_process:
                 torch.save(result.best_state, directory / "best.pt")
             training = {"best_validation_dice": result.best_validation_dice, "best_step": result.best_step,
-                        "train_seconds": result.seconds}
+                        "train_seconds": result.seconds, "resumed_from_step": result.resumed_from}
         else:
             method = method.to(accelerator.device)
             training = {"best_validation_dice": None, "best_step": 0, "train_seconds": 0.0}
@@ -204,6 +228,7 @@ def execute_run(spec: RunSpec, out: Path, show_progress: bool = True) -> dict:
     summary = summarize_run(spec, rows, adapter, method_cls, budget, labeled_ids, training, flags,
                             time.perf_counter() - started, accelerator.device)
     write_json_atomic(directory / SUMMARY_FILE, summary)
+    (directory / CHECKPOINT_FILE).unlink(missing_ok=True)
     return summary
 
 
@@ -247,6 +272,7 @@ def summarize_run(
         "dataset": spec.dataset,
         "dataset_protocol": adapter.protocol(),
         "labels": spec.labels,
+        "trains": method_cls.trains,
         "num_labeled_cases": len(labeled_ids),
         "num_train_cases": len(adapter.train_case_ids()),
         "labeled_case_ids": labeled_ids,
@@ -256,7 +282,9 @@ def summarize_run(
         "empty_policy_description": EMPTY_POLICIES[spec.empty_policy],
         "distance_unit": sorted(set(table["distance_unit"])),
         "num_test_cases": len(rows),
+        "labeled_domain": spec.options.get("labeled_domain"),
         "metrics": metrics,
+        "metrics_per_domain": per_domain_means(rows),
         "empty_predictions": empty,
         "flags": flags,
         "training": training,

@@ -14,10 +14,12 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-VIEWS = ("weak", "strong", "strong2")
-"""Views of an unlabeled image a method may ask for.  All share one geometric augmentation, so a
-pixel in one view is the same anatomy in the others; ``strong``/``strong2`` add independent
-photometric perturbations (colour jitter, blur) on top of the weak view."""
+VIEWS = ("weak", "strong", "strong2", "plain")
+"""Views of an unlabeled image a method may ask for.  ``weak``, ``strong`` and ``strong2`` share one
+geometric augmentation, so a pixel in one view is the same anatomy in the others; ``strong``/``strong2``
+add independent photometric perturbations (colour jitter, blur) on top of the weak view.  ``plain`` is
+the un-augmented patch: ``Batch.unlabeled_geometry`` maps it onto the weak view (``bench.geometry``),
+e.g. to reuse a frozen encoder's features of a slice under every augmentation of it (SemiSAM)."""
 
 
 GROUND_TRUTH_PROMPTS = "ground-truth-prompts"
@@ -63,6 +65,11 @@ class Batch:
     labels: torch.Tensor
     unlabeled: dict[str, torch.Tensor] = field(default_factory=dict)
     labeled_strong: dict[str, torch.Tensor] = field(default_factory=dict)
+    unlabeled_index: torch.Tensor | None = None
+    """``[B]`` position of each unlabeled slice in the unlabeled set: the same slice has the same index
+    under every augmentation, so a method can key per-slice caches on it."""
+    unlabeled_geometry: torch.Tensor | None = None
+    """``[B, 3]`` what the weak augmentation did to each unlabeled slice (``bench.geometry``)."""
 
     def to(self, device: torch.device | str) -> "Batch":
         return Batch(
@@ -70,6 +77,8 @@ class Batch:
             labels=self.labels.to(device),
             unlabeled={k: v.to(device) for k, v in self.unlabeled.items()},
             labeled_strong={k: v.to(device) for k, v in self.labeled_strong.items()},
+            unlabeled_index=None if self.unlabeled_index is None else self.unlabeled_index.to(device),
+            unlabeled_geometry=None if self.unlabeled_geometry is None else self.unlabeled_geometry.to(device),
         )
 
 
@@ -115,6 +124,8 @@ class Method(nn.Module):
     """Extra strong views of labeled images (rarely needed)."""
     trains_on_all_labels: ClassVar[bool] = False
     """True for the fully-supervised upper bound: every training case is labeled."""
+    budget_overrides: ClassVar[dict[str, dict[str, Any]]] = {}
+    """What the method's paper changes in a budget, e.g. BCP's pre-training: ``{"paper": {"iterations": 40000}}``."""
     trains: ClassVar[bool] = True
     """False for evaluation-only methods (zero-shot)."""
     result_flags: tuple[str, ...] = ()
@@ -135,6 +146,14 @@ class Method(nn.Module):
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, C, H, W]`` of the model used at test time."""
         return self.network(images)
+
+    def student_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, C, H, W]``, with gradients, of the network the method trains: what a branch
+        composed on top of a method (SemiSAM) adds its loss to.  Defaults to ``predict``, which is the
+        student in every classic baseline; a method whose test-time model is not trained by gradient
+        (an EMA teacher) must override it.  A composed branch calls it once more per step, so it
+        costs one extra forward and backward of the images given."""
+        return self.predict(images)
 
     def optimizers(self) -> list[OptimizerSpec]:
         """SSL4MIS default: SGD lr 0.01, momentum 0.9, weight decay 1e-4, poly decay."""

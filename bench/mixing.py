@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from bench.losses import dice_loss
+from bench.prompts import largest_component
 
 CUTMIX_PROBABILITY = 0.5
 """UniMatch ``obtain_cutmix_box(p=0.5)``: half of the strong views get a box."""
@@ -181,17 +181,14 @@ def cutmix_from_partner(
     return mixed_images, targets.rolled().mixed(box, targets)
 
 
-LARGEST_COMPONENT_STRUCTURE = np.ones((3, 3), dtype=bool)
-"""8-connectivity: BCP labels components with ``skimage.measure.label``, whose default connectivity
-in 2D is full (diagonal neighbours connect)."""
-
-
 def largest_component_per_class(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Keep, per sample and per foreground class, only the largest connected component; the rest of
     that class becomes background (BCP ``get_ACDC_2DLargestCC``, generalised from ACDC's 3 classes).
 
     ``labels`` is ``[B, H, W]`` of class indices; class 0 is background and is not filtered.  A class
-    absent from a sample stays absent; ties keep the component found first in raster order.
+    absent from a sample stays absent.  Components are 8-connected, the default of the
+    ``skimage.measure.label`` BCP uses, and ties keep the first in raster order
+    (:func:`bench.prompts.largest_component`, shared with the SAM prompts).
     """
     if labels.dim() != 3:
         raise ValueError(f"largest_component_per_class expects [B, H, W] labels, got {tuple(labels.shape)}")
@@ -199,9 +196,5 @@ def largest_component_per_class(labels: torch.Tensor, num_classes: int) -> torch
     filtered = np.zeros_like(label_maps)
     for sample, label_map in enumerate(label_maps):
         for class_index in range(1, num_classes):
-            components, count = ndimage.label(label_map == class_index, structure=LARGEST_COMPONENT_STRUCTURE)
-            if count == 0:
-                continue
-            sizes = np.bincount(components.ravel())[1:]
-            filtered[sample][components == int(np.argmax(sizes)) + 1] = class_index
+            filtered[sample][largest_component(label_map == class_index)] = class_index
     return torch.from_numpy(filtered).to(labels.device)

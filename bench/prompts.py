@@ -10,9 +10,10 @@ the way lives here once:
 * its **centre point**: the interior pixel farthest from the component's boundary, by a Euclidean
   distance transform of the component padded with one background pixel (so the image border counts
   as boundary, as CPC-SAM pads before ``cv2.distanceTransform``).  Unlike the centroid it always
-  lies inside the component, also for rings (the myocardium) and concave shapes.  Ties go to the
-  first pixel in row-major order (CPC-SAM samples among ties; a deterministic choice keeps
-  ground-truth prompted evaluation reproducible);
+  lies inside the component, also for rings (the myocardium) and concave shapes.  Ties (the whole
+  middle line of an elongated shape) go to the tied pixel nearest the tied pixels' mean, then to the
+  first in row-major order: CPC-SAM samples among ties at random, but a deterministic middle keeps
+  ground-truth prompted evaluation reproducible and central;
 * a **random interior point** of the component (CPC-SAM's random prompt, InteractMatch's ambiguous
   point), drawn with a seedable ``torch.Generator``;
 * the **tight box** of the component and a **jittered box** that is enlarged and shifted at random
@@ -76,7 +77,9 @@ def center_point(component: np.ndarray) -> tuple[int, int]:
     """``(x, y)`` of the pixel farthest from the component's boundary (image border included)."""
     padded = np.pad(component, 1, mode="constant", constant_values=False)
     distance = ndimage.distance_transform_edt(padded)[1:-1, 1:-1]
-    row, column = np.unravel_index(int(np.argmax(distance)), distance.shape)
+    farthest = np.argwhere(distance == distance.max())
+    closest_to_middle = np.argmin(((farthest - farthest.mean(axis=0)) ** 2).sum(axis=1))
+    row, column = farthest[closest_to_middle]
     return int(column), int(row)
 
 

@@ -54,14 +54,39 @@ class Registry:
             if isinstance(loaded, type) and getattr(loaded, "name", None) and loaded.name not in self._entries:
                 self.register()(loaded)
 
+    def load(self, name: str) -> Any:
+        """One entry by name, importing only its own entry point: a plug-in that builds on another
+        method (SemiSAM composes a baseline) may call this at import time, even while ``discover`` is
+        importing that very plug-in."""
+        if name in self._entries:
+            return self._entries[name]
+        for entry_point in entry_points(group=self.entry_point_group, name=name):
+            loaded = entry_point.load()
+            if isinstance(loaded, type) and getattr(loaded, "name", None) and loaded.name not in self._entries:
+                self.register()(loaded)
+            return self._entries.get(name, loaded)
+        return self.get(name)
+
     def names(self) -> list[str]:
         self.discover()
         return sorted(self._entries)
 
     def get(self, name: str) -> Any:
+        """``outer:inner`` composes two registered entries: ``outer.compose(inner)`` must return the
+        composed class (SemiSAM wraps any baseline: ``semisam:unimatch``).  The result is registered
+        under the composed name so every later lookup returns the same class."""
         self.discover()
         if name in self._entries:
             return self._entries[name]
+        outer_name, sep, inner_name = name.partition(":")
+        if sep and outer_name in self._entries:
+            outer = self._entries[outer_name]
+            if not hasattr(outer, "compose"):
+                raise KeyError(f"{self.kind} {outer_name!r} does not compose with others ('{name}')")
+            composed = outer.compose(self.get(inner_name))
+            composed.name = name
+            self._entries[name] = composed
+            return composed
         known = sorted(self._entries)
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.data.label_budget import LabelBudget
+from bench.record import RESULT_FORMAT_VERSION
 
 SUMMARY_FILE = "summary.json"
 FAILURE_FILE = "failure.json"
 PREDICTIONS_FILE = "predictions.npz"
+CHECKPOINT_FILE = "checkpoint.pt"
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,18 @@ class RunSpec:
         return hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode()).hexdigest()[:16]
 
     def directory(self, out: Path) -> Path:
-        labels = "all" if self.labels == "all" else LabelBudget.parse(self.labels).slug
-        return out / self.dataset / self.budget / self.method / labels / f"seed{self.seed}"
+        """Dataset options (an ``hf:`` source, a folder's classes) and a labeled domain are part of the
+        path, so runs that differ in them never share a folder."""
+        labels = self.labels if self.labels in ("all", "none") else LabelBudget.parse(self.labels).slug
+        if self.options.get("labeled_domain"):
+            labels += f"@{self.options['labeled_domain']}"
+        dataset = self.dataset
+        dataset_options = self.options.get("dataset_options")
+        if dataset_options:
+            digest = hashlib.sha256(json.dumps(dataset_options, sort_keys=True).encode()).hexdigest()[:8]
+            dataset = f"{dataset}-{digest}"
+        # A composed method (``semisam:unimatch``) gets a folder name valid on every file system.
+        return out / dataset / self.budget / self.method.replace(":", "+") / labels / f"seed{self.seed}"
 
 
 def read_summary(directory: Path) -> dict | None:
@@ -76,9 +88,26 @@ def completed_summary(spec: RunSpec, out: Path) -> dict | None:
     summary = read_summary(directory)
     if summary is None:
         return None
+    if summary.get("format_version") != RESULT_FORMAT_VERSION:
+        raise ValueError(
+            f"{directory / SUMMARY_FILE}: written by a bench with result format {summary.get('format_version')}, "
+            f"this one reads format {RESULT_FORMAT_VERSION}; re-run into another --out (the old results stay as they are)"
+        )
     if summary.get("config") != spec.config():
         raise ValueError(
             f"{directory / SUMMARY_FILE}: holds a finished run with another config "
             f"(key {summary.get('key')} != {spec.key}); use another --out or pass --overwrite"
         )
     return summary
+
+
+def previous_failure(spec: RunSpec, out: Path) -> dict | None:
+    """The failure record of an earlier attempt at this exact config, if any."""
+    path = spec.directory(out) / FAILURE_FILE
+    if not path.exists():
+        return None
+    try:
+        failure = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {"step": None, "reason": f"unreadable {path}"}
+    return failure if failure.get("config") == spec.config() else None

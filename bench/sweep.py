@@ -1,19 +1,23 @@
 """A sweep: methods x label budgets x seeds expanded into runs, run in order, summarised as a table."""
 from __future__ import annotations
 
+import fcntl
 import math
+import multiprocessing
+import os
 import sys
-import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import pandas as pd
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
 
 from bench.execute import (
+    make_accelerator,
     budget_for,
     build_method,
     build_streams,
@@ -23,7 +27,7 @@ from bench.execute import (
     validate_spec,
 )
 from bench.registry import METHODS
-from bench.runs import RunSpec, completed_summary
+from bench.runs import RunSpec, completed_summary, previous_failure
 from bench.training import TrainingFailure, time_steps
 
 
@@ -43,13 +47,18 @@ def expand_runs(
     params_by_method: dict[str, dict] | None = None,
     **common: Any,
 ) -> list[RunSpec]:
-    """Methods trained on every label (the fully-supervised bound) run once per seed, as ``all``."""
+    """Methods trained on every label (the fully-supervised bound) run once per seed, as ``all``;
+    evaluation-only methods (zero-shot SAM) run once, as ``none`` with seed 0, since neither the label
+    budget nor the seed changes what they predict."""
     specs: list[RunSpec] = []
     for method in methods:
         method_cls = METHODS.get(method)
         method_labels = ["all"] if method_cls.trains_on_all_labels else list(labels)
+        method_seeds = list(seeds)
+        if not method_cls.trains:
+            method_labels, method_seeds = ["none"], [0]
         for label in method_labels:
-            for seed in seeds:
+            for seed in method_seeds:
                 params = dict((params_by_method or {}).get(method, {}))
                 specs.append(RunSpec(dataset=dataset, method=method, labels=label, seed=seed, budget=budget,
                                      params=params, **common))
@@ -71,7 +80,7 @@ def estimate_seconds(specs: Sequence[RunSpec], timing_steps: int = 3) -> dict[st
         set_seed(spec.seed)
         method = build_method(spec, adapter, method_cls, budget)
         labeled, unlabeled = build_streams(adapter, labeled_case_ids(spec, adapter, method_cls), method_cls, budget, spec.seed)
-        accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=spec.precision)
+        accelerator = make_accelerator(spec.precision)
         per_step[spec.method] = time_steps(method, accelerator, labeled, unlabeled, timing_steps, budget.iterations)
     return per_step
 
@@ -83,36 +92,112 @@ def run_sweep(
     estimate: bool = True,
     log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
     show_progress: bool = True,
+    retry_failed: bool = False,
+    jobs: int = 1,
+    dry_run: bool = False,
 ) -> SweepOutcome:
+    """Runs what is not complete yet.  Complete runs are read back, runs that failed before are reported
+    (and re-run with ``retry_failed``); ``jobs > 1`` runs that many in separate processes, GPUs assigned
+    round-robin."""
     outcome = SweepOutcome()
     for spec in specs:
         validate_spec(spec)
     pending: list[RunSpec] = []
     for spec in specs:
         summary = None if overwrite else completed_summary(spec, out)
-        if summary is None:
-            pending.append(spec)
-        else:
+        failure = None if (overwrite or retry_failed or summary) else previous_failure(spec, out)
+        if summary is not None:
             outcome.summaries.append(summary)
             outcome.skipped.append(spec)
-    log(f"{len(specs)} runs: {len(outcome.skipped)} already complete, {len(pending)} to run")
+        elif failure is not None:
+            outcome.failed.append((spec, f"failed before at step {failure.get('step')}: {failure.get('reason')} "
+                                         "(--retry-failed re-runs it)"))
+        else:
+            pending.append(spec)
+    log(f"{len(specs)} runs: {len(outcome.skipped)} already complete, {len(outcome.failed)} failed before, "
+        f"{len(pending)} to run")
     if pending and estimate:
         per_step = estimate_seconds(pending)
         total = sum(per_step[s.method] * budget_for(s, dataset_for(s), METHODS.get(s.method)).iterations for s in pending)
         detail = ", ".join(f"{name} {seconds * 1000:.0f} ms/step" for name, seconds in per_step.items())
-        log(f"estimated training time: {format_duration(total)} ({detail}; evaluation not included)")
-    for index, spec in enumerate(pending, 1):
-        log(f"[{index}/{len(pending)}] {spec.method} on {spec.dataset}, labels {spec.labels}, seed {spec.seed}, budget {spec.budget}")
-        started = time.perf_counter()
-        try:
-            summary = execute_run(spec, out, show_progress=show_progress)
-        except (TrainingFailure, RuntimeError, ValueError, torch.cuda.OutOfMemoryError) as error:
-            outcome.failed.append((spec, f"{type(error).__name__}: {error}"))
-            log(f"    FAILED: {error} (see {spec.directory(out)})")
-            continue
-        outcome.summaries.append(summary)
-        log(f"    Dice {summary['metrics']['dice']:.4f} in {format_duration(time.perf_counter() - started)}")
+        log(f"estimated training time: {format_duration(total / max(1, min(jobs, len(pending))))} "
+            f"({detail}; evaluation not included)")
+    if dry_run:
+        for spec in pending:
+            log(f"  would run {spec.directory(out)}")
+        return outcome
+    if jobs <= 1:
+        for index, spec in enumerate(pending, 1):
+            log(f"[{index}/{len(pending)}] {spec.method} on {spec.dataset}, labels {spec.labels}, seed {spec.seed}, budget {spec.budget}")
+            record_result(outcome, spec, out, *run_locked(spec, out, show_progress), log)
+        return outcome
+    gpus = torch.cuda.device_count()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1) as pool:
+        futures = {
+            pool.submit(run_in_child, spec, out, index % gpus if gpus else None): spec
+            for index, spec in enumerate(pending)
+        }
+        for future in as_completed(futures):
+            spec = futures[future]
+            try:
+                result = future.result()
+            except Exception as error:  # a worker that died (killed, out of memory) is a failed run
+                result = (None, f"{type(error).__name__}: {error}")
+            record_result(outcome, spec, out, *result, log)
     return outcome
+
+
+def record_result(outcome: SweepOutcome, spec: RunSpec, out: Path, summary: dict | None, error: str | None,
+                  log: Callable[[str], None]) -> None:
+    if summary is not None:
+        outcome.summaries.append(summary)
+        log(f"    {spec.method} labels {spec.labels} seed {spec.seed}: Dice {summary['metrics']['dice']:.4f} "
+            f"in {format_duration(summary['wall_seconds'])}")
+    elif error == RUNNING_ELSEWHERE:
+        log(f"    {spec.directory(out)}: being trained by another process, left to it")
+    else:
+        outcome.failed.append((spec, error or "unknown error"))
+        log(f"    FAILED: {error} (see {spec.directory(out)})")
+
+
+RUNNING_ELSEWHERE = "running elsewhere"
+
+
+def run_locked(spec: RunSpec, out: Path, show_progress: bool) -> tuple[dict | None, str | None]:
+    """One run under an exclusive lock on its folder, so two sweeps on one ``runs/`` never train the same
+    run twice; under ``accelerate launch`` only the main process locks (all processes train together)."""
+    directory = spec.directory(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    distributed = PartialState().num_processes > 1
+    with open(directory / ".lock", "w") as lock:
+        if not distributed:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None, RUNNING_ELSEWHERE
+        try:
+            done = completed_summary(spec, out)
+            if done is not None:
+                return done, None
+            return execute_run(spec, out, show_progress=show_progress), None
+        except (TrainingFailure, RuntimeError, ValueError, OSError) as error:
+            return None, f"{type(error).__name__}: {error}"
+
+
+def run_in_child(spec: RunSpec, out: Path, gpu: int | None) -> tuple[dict | None, str | None]:
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    return run_locked(spec, out, show_progress=False)
+
+
+def select_shard(specs: Sequence[RunSpec], shard: str) -> list[RunSpec]:
+    """``i/n``: every n-th run starting at i (0-based), from the deterministic expansion order."""
+    index_text, sep, count_text = shard.partition("/")
+    if not (sep and index_text.isdigit() and count_text.isdigit() and 0 <= int(index_text) < int(count_text)):
+        raise ValueError(f"--shard {shard!r}: expected i/n with 0 <= i < n, e.g. 0/4")
+    index, count = int(index_text), int(count_text)
+    return [spec for position, spec in enumerate(specs) if position % count == index]
 
 
 def format_duration(seconds: float) -> str:

@@ -1,20 +1,23 @@
 """The one training loop every method runs in: Accelerate owns devices, precision and distribution;
-the method owns its loss."""
+the method owns its loss.  The loop checkpoints itself so an interrupted run resumes exactly."""
 from __future__ import annotations
 
-import copy
-import csv
 import math
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from bench.method import Batch, Method, Progress
+from bench.record import write_csv_atomic
+
+CHECKPOINT_FORMAT_VERSION = 1
 
 
 class TrainingFailure(RuntimeError):
@@ -33,22 +36,80 @@ class TrainingResult:
     best_step: int
     steps: int
     seconds: float
+    resumed_from: int = 0
+
+
+class BatchStream:
+    """An endless batch iterator that can be rebuilt at any step: ``make(start_step)`` must return the
+    batches a fresh iterator would yield from ``start_step`` on (see ``bench.data.streams``)."""
+
+    def __init__(self, make: Callable[[int], Iterator[dict]]) -> None:
+        self.make = make
+
+    def start(self, step: int) -> Iterator[dict]:
+        return self.make(step)
 
 
 def assemble_batch(labeled: dict, unlabeled: dict | None, method: Method) -> Batch:
-    """Only what the method declared it needs goes in; unlabeled samples carry no label key at all."""
+    """Only what the method declared it needs goes in; unlabeled samples carry no label key at all.
+    Their slice index and augmentation geometry pass through when the stream provides them."""
     unlabeled_views = {view: unlabeled[view] for view in method.unlabeled_views} if unlabeled else {}
     labeled_views = {view: labeled[view] for view in method.labeled_views}
     return Batch(
-        labeled_images=labeled["weak"], labels=labeled["label"], unlabeled=unlabeled_views, labeled_strong=labeled_views
+        labeled_images=labeled["weak"], labels=labeled["label"], unlabeled=unlabeled_views,
+        labeled_strong=labeled_views,
+        unlabeled_index=unlabeled.get("index") if unlabeled else None,
+        unlabeled_geometry=unlabeled.get("geometry") if unlabeled else None,
     )
+
+
+def _rng_state() -> dict:
+    """Global RNG states as tensors and Python scalars, so the checkpoint loads with ``weights_only=True``."""
+    name, keys, position, has_gauss, cached_gauss = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached_gauss)],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, position, has_gauss, cached_gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gauss))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    """Atomic: a kill during the write leaves the previous checkpoint intact."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, temporary)
+    temporary.replace(path)
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path}: unreadable checkpoint ({error}); delete it to restart the run") from error
+    if payload.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+        raise ValueError(f"{path}: checkpoint format {payload.get('format_version')} != {CHECKPOINT_FORMAT_VERSION}")
+    return payload
 
 
 def train(
     method: Method,
     accelerator: Accelerator,
-    labeled_batches: Iterator[dict],
-    unlabeled_batches: Iterator[dict] | None,
+    labeled_stream: BatchStream,
+    unlabeled_stream: BatchStream | None,
     total_steps: int,
     validate_every: int,
     validate: Callable[[Method], float],
@@ -57,87 +118,112 @@ def train(
     show_progress: bool = True,
     description: str = "",
     on_validation: Callable[[int, float], None] | None = None,
+    checkpoint_path: Path | None = None,
+    checkpoint_every: int | None = None,
 ) -> TrainingResult:
     """Runs ``total_steps`` optimisation steps and keeps the state with the best validation Dice.
 
-    Model selection sees the validation split only; the test split is not reachable from here.
+    Model selection sees the validation split only; the test split is not reachable from here.  With
+    ``checkpoint_path``, the loop saves model, optimizers, schedulers, RNG states and its step every
+    ``checkpoint_every`` steps and resumes from such a checkpoint when one exists.
     """
     specs = method.optimizers()
-    optimizers = [spec.optimizer for spec in specs]
+    prepared = accelerator.prepare(method, *[spec.optimizer for spec in specs])
+    model, optimizers = prepared[0], list(prepared[1:])
+    # Schedulers are not prepared: Accelerate would step them once per process, and our schedules are
+    # defined per optimisation step.
     schedulers = [
-        torch.optim.lr_scheduler.LambdaLR(spec.optimizer, lambda step, f=spec.lr_lambda: f(step / total_steps))
-        for spec in specs
+        torch.optim.lr_scheduler.LambdaLR(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
+                                          lambda step, f=spec.lr_lambda: f(step / total_steps))
+        for optimizer, spec in zip(optimizers, specs)
     ]
-    prepared = accelerator.prepare(method, *optimizers, *schedulers)
-    model = prepared[0]
-    optimizers = list(prepared[1 : 1 + len(optimizers)])
-    schedulers = list(prepared[1 + len(optimizers) :])
     unwrapped: Method = accelerator.unwrap_model(model)
 
-    best_dice, best_step, best_state = -math.inf, 0, copy.deepcopy(unwrapped.state_dict())
-    started = time.perf_counter()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w", newline="") as log_file:
-        writer = None
-        bar = tqdm(total=total_steps, desc=description, disable=not (show_progress and accelerator.is_main_process),
-                   leave=False, dynamic_ncols=True)
-        for step in range(total_steps):
-            progress = Progress(step=step, total_steps=total_steps)
-            labeled = next(labeled_batches)
-            unlabeled = next(unlabeled_batches) if unlabeled_batches is not None else None
-            batch = assemble_batch(labeled, unlabeled, unwrapped).to(accelerator.device)
-            model.train()
-            with accelerator.autocast():
-                output = model(batch, progress)
-            if not torch.isfinite(output.loss.detach()):
-                raise TrainingFailure(step, f"non-finite loss {output.loss.item()}")
-            accelerator.backward(output.loss)
-            if gradient_clip is not None:
-                accelerator.clip_grad_norm_(model.parameters(), gradient_clip)
-            for optimizer in optimizers:
-                optimizer.step()
-            for scheduler in schedulers:
-                scheduler.step()
-            for optimizer in optimizers:
-                optimizer.zero_grad(set_to_none=True)
-            unwrapped.on_step_end(progress)
+    start_step, best_dice, best_step, rows = 0, -math.inf, 0, []
+    best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
+    checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
+    if checkpoint is not None:
+        unwrapped.load_state_dict(checkpoint["model"])
+        for optimizer, state in zip(optimizers, checkpoint["optimizers"]):
+            optimizer.load_state_dict(state)
+        for scheduler, state in zip(schedulers, checkpoint["schedulers"]):
+            scheduler.load_state_dict(state)
+        start_step, best_dice, best_step = checkpoint["step"], checkpoint["best_dice"], checkpoint["best_step"]
+        best_state, rows = checkpoint["best_state"], checkpoint["log_rows"]
+        _set_rng_state(checkpoint["rng"])
+    labeled_batches = labeled_stream.start(start_step)
+    unlabeled_batches = unlabeled_stream.start(start_step) if unlabeled_stream is not None else None
 
-            row = {"step": step + 1, "loss": float(output.loss.detach()), "lr": optimizers[0].param_groups[0]["lr"]}
-            row.update({key: float(value) for key, value in output.logs.items()})
-            if (step + 1) % validate_every == 0 or step + 1 == total_steps:
-                model.eval()
-                row["val_dice"] = validate(unwrapped)
-                if on_validation is not None:
-                    on_validation(step + 1, row["val_dice"])
-                if row["val_dice"] > best_dice:
-                    best_dice, best_step = row["val_dice"], step + 1
-                    best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
-                bar.set_postfix(loss=f"{row['loss']:.3f}", val_dice=f"{row['val_dice']:.3f}", best=f"{best_dice:.3f}")
-            elif step % 10 == 0:
-                bar.set_postfix(loss=f"{row['loss']:.3f}", best=f"{best_dice:.3f}" if best_step else "-")
-            if writer is None:
-                fields = list(row) + (["val_dice"] if "val_dice" not in row else [])
-                writer = csv.DictWriter(log_file, fieldnames=fields, extrasaction="ignore")
-                writer.writeheader()
-            writer.writerow(row)
-            if "val_dice" in row:
-                log_file.flush()
-            bar.update(1)
-        bar.close()
-    return TrainingResult(best_state, best_dice, best_step, total_steps, time.perf_counter() - started)
+    started = time.perf_counter()
+    bar = tqdm(total=total_steps, initial=start_step, desc=description, leave=False, dynamic_ncols=True,
+               disable=not (show_progress and accelerator.is_main_process))
+    for step in range(start_step, total_steps):
+        progress = Progress(step=step, total_steps=total_steps)
+        labeled = next(labeled_batches)
+        unlabeled = next(unlabeled_batches) if unlabeled_batches is not None else None
+        batch = assemble_batch(labeled, unlabeled, unwrapped).to(accelerator.device)
+        model.train()
+        with accelerator.autocast():
+            output = model(batch, progress)
+        if not torch.isfinite(output.loss.detach()):
+            raise TrainingFailure(step, f"non-finite loss {output.loss.item()}")
+        accelerator.backward(output.loss)
+        if gradient_clip is not None:
+            accelerator.clip_grad_norm_(model.parameters(), gradient_clip)
+        for optimizer in optimizers:
+            optimizer.step()
+        for scheduler in schedulers:
+            scheduler.step()
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        unwrapped.on_step_end(progress)
+
+        row = {"step": step + 1, "loss": float(output.loss.detach()), "lr": optimizers[0].param_groups[0]["lr"]}
+        row.update({key: float(value) for key, value in output.logs.items()})
+        if (step + 1) % validate_every == 0 or step + 1 == total_steps:
+            model.eval()
+            row["val_dice"] = validate(unwrapped)
+            if row["val_dice"] > best_dice:
+                best_dice, best_step = row["val_dice"], step + 1
+                best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
+            bar.set_postfix(loss=f"{row['loss']:.3f}", val_dice=f"{row['val_dice']:.3f}", best=f"{best_dice:.3f}")
+            if on_validation is not None:
+                on_validation(step + 1, row["val_dice"])
+        elif step % 10 == 0:
+            bar.set_postfix(loss=f"{row['loss']:.3f}", best=f"{best_dice:.3f}" if best_step else "-")
+        rows.append(row)
+        bar.update(1)
+        if "val_dice" in row and accelerator.is_main_process:
+            write_csv_atomic(log_path, rows)
+        if (checkpoint_path is not None and checkpoint_every and (step + 1) % checkpoint_every == 0
+                and step + 1 < total_steps and accelerator.is_main_process):
+            save_checkpoint(checkpoint_path, {
+                "format_version": CHECKPOINT_FORMAT_VERSION, "step": step + 1,
+                "model": {k: v.detach().cpu() for k, v in unwrapped.state_dict().items()},
+                "optimizers": [optimizer.state_dict() for optimizer in optimizers],
+                "schedulers": [scheduler.state_dict() for scheduler in schedulers],
+                "best_dice": best_dice, "best_step": best_step, "best_state": best_state,
+                "log_rows": rows, "rng": _rng_state(),
+            })
+    bar.close()
+    if accelerator.is_main_process:
+        write_csv_atomic(log_path, rows)
+    return TrainingResult(best_state, best_dice, best_step, total_steps, time.perf_counter() - started, start_step)
 
 
 def time_steps(
     method: Method,
     accelerator: Accelerator,
-    labeled_batches: Iterator[dict],
-    unlabeled_batches: Iterator[dict] | None,
+    labeled_stream: BatchStream,
+    unlabeled_stream: BatchStream | None,
     steps: int,
     total_steps: int,
 ) -> float:
-    """Seconds per training step (after one warm-up step), for sweep duration estimates."""
+    """Seconds per training step (after one warm-up step), for sweep duration estimates and benchmarks."""
     specs = method.optimizers()
     model = accelerator.prepare(method)
+    labeled_batches = labeled_stream.start(0)
+    unlabeled_batches = unlabeled_stream.start(0) if unlabeled_stream is not None else None
     durations = []
     for step in range(steps + 1):
         started = time.perf_counter()

@@ -20,7 +20,15 @@ import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from bench.execute import budget_for, build_method, dataset_for, labeled_case_ids, validate_spec, train_method
+from bench.execute import (
+    budget_for,
+    build_method,
+    dataset_for,
+    labeled_case_ids,
+    make_accelerator,
+    train_method,
+    validate_spec,
+)
 from bench.record import write_atomic
 from bench.registry import METHODS
 from bench.runs import RunSpec
@@ -78,7 +86,7 @@ def tune(
         spec = dataclasses.replace(base, params=params)
         set_seed(spec.seed)
         method = build_method(spec, adapter, method_cls, budget)
-        accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=spec.precision)
+        accelerator = make_accelerator(spec.precision)
 
         def report(step: int, dice: float) -> None:
             trial.report(dice, step)

@@ -89,7 +89,7 @@ def test_second_sweep_skips_everything_and_prints_the_same_table(tmp_path, capsy
     modified = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
     assert main(args) == 0
     second = capsys.readouterr()
-    assert "6 already complete, 0 to run" in second.err
+    assert "6 already complete, 0 failed before, 0 to run" in second.err
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == modified
     table = lambda text: text[text.index("Dice on"):]
     assert table(first.out) == table(second.out)
@@ -178,3 +178,19 @@ def test_label_budget_parsing():
 def test_builtin_methods_register_through_entry_points():
     names = METHODS.names()
     assert {"supervised", "fully-supervised"} <= set(names)
+
+
+def test_labeled_domain_draws_labeled_cases_from_that_domain_only(tmp_path, capsys, smoke_args):
+    from bench.data.synthetic import SyntheticDataset
+
+    out = tmp_path / "runs"
+    assert main(["run", "--methods", "supervised", "--labels", "3", "--labeled-domain", "vendor_b", "--out", str(out),
+                 *smoke_args]) == 0
+    summary = json.loads((out / "synthetic/smoke/supervised/3@vendor_b/seed0/summary.json").read_text())
+    domains = SyntheticDataset().case_domains()
+    assert len(summary["labeled_case_ids"]) == 3
+    assert {domains[case] for case in summary["labeled_case_ids"]} == {"vendor_b"}
+    assert set(summary["metrics_per_domain"]) == {"vendor_a", "vendor_b", "vendor_c"}
+    assert main(["run", "--methods", "supervised", "--labels", "3", "--labeled-domain", "vendor_z", "--out", str(out),
+                 *smoke_args]) == 2
+    assert "vendor_z" in capsys.readouterr().err

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 import re
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -47,13 +46,14 @@ READER_VERSION = 1
 """Part of the training-slice cache key: bump when this reader's output changes."""
 
 LIST_FILES = {"train": "train_slices.list", "val": "val.list", "test": "test.list"}
+OPTIONS = ("patch_size", "cache")
 
 SSL4MIS_PATIENTS_TO_SLICES = {1: 32, 3: 68, 7: 136, 14: 256, 21: 396, 28: 512, 35: 664, 70: 1312}
 """SSL4MIS ``patients_to_slices`` for ACDC (the "1" entry from later forks, e.g. BCP; "140" in the
 original is the 70 training patients' 1312 slices), recorded in the protocol."""
 
-_SLICE_STEM = re.compile(r"(patient\d+)_frame\d+_slice_\d+")
-_VOLUME_STEM = re.compile(r"(patient\d+)_frame\d+")
+_SLICE_STEM = re.compile(r"patient\d+_frame\d+_slice_\d+")
+_VOLUME_STEM = re.compile(r"patient\d+_frame\d+")
 
 MISSING_DATA_HELP = (
     "ACDC is not distributed with the harness. Either download the SSL4MIS preprocessing "
@@ -67,8 +67,9 @@ MISSING_DATA_HELP = (
 class ACDCDataset(DatasetAdapter):
     """ACDC in the SSL4MIS layout; see the module docstring for the protocol.
 
-    Options: ``patch_size`` (int) makes :meth:`train_slices` return slices already resized to the
-    patch (served from the Arrow cache); ``cache`` (default true) turns the cache off when false.
+    Options (``--dataset-option KEY=VALUE``): ``patch_size`` (``256`` or ``256x224``) makes
+    :meth:`train_slices` return slices already resized to the patch; ``cache`` (default true) set to
+    false decodes the h5 files on every run instead of using the Arrow cache.
     """
 
     name = "acdc"
@@ -83,7 +84,12 @@ class ACDCDataset(DatasetAdapter):
             looked = os.environ.get("BENCH_DATA_ROOT")
             where = f"BENCH_DATA_ROOT is {looked!r}" if looked else "BENCH_DATA_ROOT is not set"
             raise FileNotFoundError(f"acdc: no data root given (no --data-root, and {where}). {MISSING_DATA_HELP}")
+        unknown = sorted(set(options) - set(OPTIONS))
+        if unknown:
+            raise ValueError(f"acdc: unknown dataset option(s) {unknown}; known: {', '.join(OPTIONS)}")
         super().__init__(Path(data_root), **options)
+        self.patch_size = _as_size(options.get("patch_size"))
+        self.use_cache = _as_flag(options.get("cache", True), "cache")
         root = self.data_root
         if not root.is_dir():
             raise FileNotFoundError(f"acdc: data root {root} does not exist or is not a folder. {MISSING_DATA_HELP}")
@@ -154,20 +160,21 @@ class ACDCDataset(DatasetAdapter):
         patch, so the training streams' own resize is a no-op; otherwise at native size.  Either way
         they are decoded once per process and served from the Arrow cache on later runs.
         """
-        size = _as_size(patch_size if patch_size is not None else self.options.get("patch_size"))
+        size = _as_size(patch_size) if patch_size is not None else self.patch_size
         if size not in self._slices_by_size:
-            if self.options.get("cache", True):
+            if self.use_cache:
                 self._slices_by_size[size] = cached_training_slices(
                     {"dataset": self.name, "reader": READER_VERSION, "list": LIST_FILES["train"]},
                     [self.data_root / LIST_FILES["train"]] + [self._slice_path(stem) for stem in self.slice_stems],
-                    self._decode_training_slices,
+                    self.decode_training_slices,
                     patch_size=size,
                 )
             else:
-                self._slices_by_size[size] = list(resized_slices(self._decode_training_slices(), size))
+                self._slices_by_size[size] = list(resized_slices(self.decode_training_slices(), size))
         return self._slices_by_size[size]
 
-    def _decode_training_slices(self) -> Iterator[TrainingSlice]:
+    def decode_training_slices(self) -> Iterator[TrainingSlice]:
+        """Native-size slices straight from the h5 files (the slow path the cache saves)."""
         for stem in self.slice_stems:
             image, label, _ = read_h5_pair(self._slice_path(stem), expected_ndim=2)
             yield TrainingSlice(self.patient_of(stem), image, label)
@@ -242,10 +249,29 @@ def _read_spacing(handle: h5py.File, path: Path) -> tuple[float, float, float] |
     return (float(values[0]), float(values[1]), float(values[2]))
 
 
-def _as_size(patch_size: int | tuple[int, int] | list[int] | None) -> tuple[int, int] | None:
+def _as_size(patch_size: int | str | tuple[int, int] | list[int] | None) -> tuple[int, int] | None:
+    """``256``, ``"256"`` (from ``--dataset-option patch_size=256``), ``"256x224"`` or ``(256, 224)``."""
     if patch_size is None:
         return None
+    if isinstance(patch_size, str):
+        parts = patch_size.lower().split("x")
+        if len(parts) not in (1, 2) or not all(part.strip().isdigit() for part in parts):
+            raise ValueError(f"acdc: patch_size={patch_size!r}; expected N or HxW")
+        patch_size = [int(part) for part in parts]
     if isinstance(patch_size, int):
         return (patch_size, patch_size)
+    if len(patch_size) == 1:
+        return (int(patch_size[0]), int(patch_size[0]))
     height, width = patch_size
     return (int(height), int(width))
+
+
+def _as_flag(value: bool | str, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"acdc: {name}={value!r}; expected true or false")

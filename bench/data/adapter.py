@@ -47,7 +47,9 @@ class DatasetAdapter:
     def train_case_ids(self) -> list[str]:
         raise NotImplementedError  # abstract
 
-    def train_slices(self) -> list[TrainingSlice]:
+    def train_slices(self, patch_size: tuple[int, int] | None = None) -> list[TrainingSlice]:
+        """Training slices; with ``patch_size`` an adapter may return them already resized (from its
+        cache), which makes the training streams' own resize a no-op."""
         raise NotImplementedError  # abstract
 
     def eval_cases(self, split: str) -> Iterator[Case]:
@@ -56,7 +58,7 @@ class DatasetAdapter:
 
     def case_domains(self) -> dict[str, str]:
         """Training case id -> domain, for per-domain reporting and ``--labeled-domain``."""
-        return {s.case_id: s.domain for s in self.train_slices()}
+        return {item.case_id: item.domain for item in self.train_slices()}
 
     def protocol(self) -> dict[str, Any]:
         """What a reader needs to know to reproduce the data side of a result."""

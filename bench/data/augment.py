@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from bench.geometry import Geometry
+
 
 @dataclass(frozen=True)
 class StrongAugmentation:
@@ -35,21 +37,27 @@ class StrongAugmentation:
 
 def weak_augmentation(
     image: np.ndarray, label: np.ndarray | None, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray | None]:
+) -> tuple[np.ndarray, np.ndarray | None, Geometry]:
     """SSL4MIS ``RandomGenerator``: with p=0.5 a random 90-degree rotation and flip, else with p=0.5 a
-    rotation in [-20, 20] degrees (order 0 for the label; bilinear for the image)."""
+    rotation in [-20, 20] degrees (order 0 for the label; bilinear for the image).
+
+    Also returns the :class:`~bench.geometry.Geometry` it applied, so that a method can move maps
+    between the un-augmented and the augmented frame (``bench.geometry``)."""
+    geometry = Geometry()
     if rng.random() > 0.5:
         turns = int(rng.integers(0, 4))
         axis = int(rng.integers(0, 2))
         image = np.flip(np.rot90(image, turns), axis=axis)
         if label is not None:
             label = np.flip(np.rot90(label, turns), axis=axis)
+        geometry = Geometry(quarter_turns=turns, flip_axis=axis)
     elif rng.random() > 0.5:
         angle = float(rng.uniform(-20, 20))
         image = ndimage.rotate(image, angle, order=1, reshape=False, mode="nearest")
         if label is not None:
             label = ndimage.rotate(label, angle, order=0, reshape=False, mode="nearest")
+        geometry = Geometry(angle=angle)
     image = np.ascontiguousarray(image, dtype=np.float32)
     if label is not None:
         label = np.ascontiguousarray(label)
-    return image, label
+    return image, label, geometry

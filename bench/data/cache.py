@@ -30,16 +30,17 @@ import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 import torch
-from datasets import Dataset, Features, LargeList, Value
-from datasets.arrow_writer import ArrowWriter
 
 from bench.data.adapter import TrainingSlice
 from bench.data.resize import resize_slice_pair
+
+if TYPE_CHECKING:
+    from datasets import Features
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
@@ -47,6 +48,7 @@ __all__ = [
     "cached_training_slices",
     "read_slices",
     "resized_slices",
+    "slice_features",
     "source_fingerprint",
     "write_slices",
 ]
@@ -58,16 +60,22 @@ CACHE_DIR_VARIABLE = "BENCH_CACHE_DIR"
 ARROW_FILE = "slices.arrow"
 KEY_FILE = "key.json"
 
-# Images and labels are stored flat with their shape beside them, so slices of different sizes
-# (native ACDC slices, BUSI images) share one table; 64-bit offsets keep a large dataset in one column.
-SLICE_FEATURES = Features({
-    "case_id": Value("string"),
-    "domain": Value("string"),
-    "height": Value("int32"),
-    "width": Value("int32"),
-    "image": LargeList(Value("float32")),
-    "label": LargeList(Value("uint8")),
-})
+
+def slice_features() -> Features:
+    """The stored columns: images and labels flat with their shape beside them, so slices of different
+    sizes (native ACDC slices, BUSI images) share one table; 64-bit offsets keep a large dataset in one
+    column.  ``datasets`` is imported on use, so ``import bench`` does not pay for it."""
+    from datasets import Features, LargeList, Value
+
+    return Features({
+        "case_id": Value("string"),
+        "domain": Value("string"),
+        "height": Value("int32"),
+        "width": Value("int32"),
+        "image": LargeList(Value("float32")),
+        "label": LargeList(Value("uint8")),
+    })
+
 
 # Rows per Arrow record batch: bounds the memory held while writing (64 slices at 256x256 = 21 MB).
 _WRITE_BATCH_ROWS = 64
@@ -86,9 +94,12 @@ def source_fingerprint(source_files: Iterable[Path]) -> str:
     size within the file system's timestamp resolution would go unnoticed, which the cache accepts.
     """
     digest = hashlib.sha256()
-    for path in source_files:
-        resolved = Path(path).resolve()
-        stat = resolved.stat()
+    resolved_folders: dict[Path, Path] = {}
+    for path in map(Path, source_files):
+        if path.parent not in resolved_folders:
+            resolved_folders[path.parent] = path.parent.resolve()
+        resolved = resolved_folders[path.parent] / path.name
+        stat = resolved.stat()  # follows a symlinked file, so a changed target changes size or mtime
         digest.update(f"{resolved}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
@@ -138,8 +149,10 @@ def cached_training_slices(
 
 def write_slices(path: Path, slices: Iterable[TrainingSlice]) -> int:
     """Write slices to one Arrow file (the format ``datasets`` memory-maps); returns the row count."""
+    from datasets.arrow_writer import ArrowWriter
+
     count = 0
-    with ArrowWriter(features=SLICE_FEATURES, path=str(path)) as writer:
+    with ArrowWriter(features=slice_features(), path=str(path)) as writer:
         for batch in _batches(slices, _WRITE_BATCH_ROWS):
             writer.write_table(_slices_table(batch))
             count += len(batch)
@@ -155,6 +168,8 @@ def read_slices(path: Path) -> list[TrainingSlice]:
     Each column is copied out of the memory map once into one contiguous array and every slice is
     a writable view of it: one copy at memory speed instead of one Python conversion per pixel row.
     """
+    from datasets import Dataset
+
     table = Dataset.from_file(str(path)).data.table
     heights = table.column("height").to_numpy()
     widths = table.column("width").to_numpy()

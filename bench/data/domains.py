@@ -1,8 +1,8 @@
-"""The mixed-domain setting (MiDSS; SynFoC §3.1 "Problem definition", Ma et al. CVPR 2024): labeled cases
-come from one domain, unlabeled cases from all of them.
+"""The mixed-domain setting (MiDSS; SynFoC §3.1 "Problem Formulation", after Ma et al., CVPR 2024): labeled
+cases come from one domain, unlabeled cases from all of them.
 
 SynFoC's official ``code/train.py`` draws the labeled count as a fraction of the *whole* training set
-(``int(sum(domain_len) * lb_ratio)``: 64 = 1/8 and 129 = 1/4 of BUSI's 518 training images, §4) and
+(``int(sum(domain_len) * lb_ratio)``: 64 = 1/8 and 129 = 1/4 of BUSI's 518 training images, §4.2) and
 takes it from the labeled domain alone; every other training case, the labeled domain's rest included,
 is unlabeled.  Here a fraction resolves against the whole training set too, with the harness's
 rounding (``LabelBudget.resolve``), so ``--labels 1/8`` names the same count with and without

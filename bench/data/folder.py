@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from bench.data.adapter import DatasetAdapter, TrainingSlice
+from bench.data.cache import cached_training_slices
 from bench.data.case import Case
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -432,15 +433,23 @@ class FolderDataset(DatasetAdapter):
     def train_case_ids(self) -> list[str]:
         return [pair.case_id for pair in self.pairs["train"]]
 
-    def train_slices(self) -> list[TrainingSlice]:
-        # Decoded on each call rather than kept: the adapter lives for a whole sweep, the slices only
-        # until the training streams have resized them to the patch.
-        slices = []
-        for pair in self.pairs["train"]:
-            case = self._case(pair, "train")
-            slices.extend(TrainingSlice(case.case_id, case.image[index], case.label[index], case.domain)
-                          for index in range(case.num_slices))
-        return slices
+    def train_slices(self, patch_size: tuple[int, int] | None = None) -> list[TrainingSlice]:
+        """Decoded once into the Arrow cache (keyed by the files and the class mapping), resized to the
+        patch when given."""
+        pairs = self.pairs["train"]
+
+        def decode() -> list[TrainingSlice]:
+            slices = []
+            for pair in pairs:
+                case = self._case(pair, "train")
+                slices.extend(TrainingSlice(case.case_id, case.image[index], case.label[index], case.domain)
+                              for index in range(case.num_slices))
+            return slices
+
+        key = {"dataset": self.name, "reader": "folder-1", "root": str(self.data_root),
+               "pairs": [pair.case_id for pair in pairs], "protocol": self.protocol()}
+        sources = [path for pair in pairs for path in (pair.image, pair.mask)]
+        return cached_training_slices(key, sources, decode, patch_size)
 
     def eval_cases(self, split: str) -> Iterator[Case]:
         if split not in ("val", "test"):

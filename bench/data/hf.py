@@ -1,13 +1,14 @@
 """The ``hf`` dataset adapter: a Hugging Face ``datasets`` dataset of 2D images and masks.
 
-``source`` (option; else the data root) is a folder written by ``save_to_disk`` (read with
-``datasets.load_from_disk``) or a hub name (``datasets.load_dataset``, which needs the network or a
-warm local cache).  Columns are configurable (``image_column="image"``, ``mask_column="mask"``, optional
-``id_column`` and ``domain_column``); cells may be PIL images (the ``Image`` feature) or arrays/nested
-lists.  Splits: ``train_split`` / ``val_split`` / ``test_split`` (defaults ``train``, the first of
-``validation``/``val``/``valid``, ``test``); a dataset with a single split is split here 70/10/20 per
-domain, seeded, as the ``folder`` adapter does.  Classes and pixels follow the ``folder`` adapter's
-rules (mask values read or declared with ``classes=``; colour -> luma; 8-bit /255, else min-max).
+``source`` (``--dataset hf:<source>``, the option ``source=``, else the data root) is a folder written
+by ``save_to_disk`` (read with ``datasets.load_from_disk``) or a hub name (``datasets.load_dataset``,
+which needs the network or a warm local cache).  Columns are configurable (``image_column="image"``,
+``mask_column="mask"``, optional ``id_column`` and ``domain_column``); cells may be PIL images (the
+``Image`` feature) or arrays/nested lists.  Splits: ``train_split`` / ``val_split`` / ``test_split``
+(defaults ``train``, the first of ``validation``/``val``/``valid``, ``test``); a dataset with a single
+split is split here 70/10/20 per domain, seeded, as the ``folder`` adapter does.  Classes and pixels
+follow the ``folder`` adapter's rules (mask values read or declared with ``classes=``; colour -> luma;
+8-bit /255, else min-max).
 """
 from __future__ import annotations
 
@@ -106,10 +107,15 @@ class HuggingFaceDataset(DatasetAdapter):
     def __init__(self, data_root: Path | None = None, **options: Any) -> None:
         super().__init__(data_root, **options)
         check_options(self.name, options, self.OPTIONS)
-        source = options.get("source") or (str(data_root) if data_root else None)
+        source = options.get("source")
         if not source:
-            raise ValueError("dataset 'hf': name the dataset with the option source=<save_to_disk folder or hub name> "
-                             "or --data-root")
+            if data_root is None:
+                raise ValueError("dataset 'hf': name the dataset: --dataset hf:<save_to_disk folder or hub name>, "
+                                 "the option source=..., or --data-root <save_to_disk folder>")
+            if not Path(data_root).exists():
+                raise FileNotFoundError(f"dataset 'hf': data root {data_root} does not exist (give a save_to_disk "
+                                        "folder, or a hub name with --dataset hf:<name>)")
+            source = str(data_root)
         self.source = str(source)
         self.image_column = str(options.get("image_column", "image"))
         self.mask_column = str(options.get("mask_column", "mask"))
@@ -195,7 +201,7 @@ class HuggingFaceDataset(DatasetAdapter):
     def train_case_ids(self) -> list[str]:
         return [row.case_id for row in self.rows["train"]]
 
-    def train_slices(self) -> list[TrainingSlice]:
+    def train_slices(self, patch_size: tuple[int, int] | None = None) -> list[TrainingSlice]:
         slices = []
         for row in self.rows["train"]:
             case = self._case(row, "train")

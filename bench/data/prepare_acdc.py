@@ -63,7 +63,7 @@ def prepare_acdc(raw: Path, out: Path, spacing: str = "mm") -> dict[str, int]:
                                 "release (the one holding patient001 ... patient100, or its parent)")
     patient_dirs = find_patient_dirs(raw)
     needed = [patient_name(number) for number in TRAIN_PATIENTS + VAL_PATIENTS + TEST_PATIENTS]
-    missing = [name for name in needed if name not in patient_dirs]
+    missing = sorted(name for name in needed if name not in patient_dirs)
     if missing:
         raise FileNotFoundError(f"prepare_acdc: {len(missing)} of the 100 ACDC training patients are not under {raw} "
                                 f"(first missing: {', '.join(missing[:5])}); each needs a folder patientNNN with "

@@ -25,6 +25,8 @@ def resize_slice_pair(
     image: np.ndarray, label: np.ndarray, size: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """One 2D training slice to the patch size, as stored in the training cache."""
+    if tuple(image.shape) == tuple(size) and tuple(label.shape) == tuple(size):
+        return np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(label, dtype=np.uint8)
     image_t = resize_image(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None], size)
     label_t = resize_labels(torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))[None], size)
     return image_t[0, 0].numpy(), label_t[0].numpy().astype(np.uint8)

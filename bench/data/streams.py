@@ -17,6 +17,14 @@ class SliceViews(Dataset):
 
     Slices are resized to the patch once, at construction; augmentation then runs at patch size.
     Labels are returned only when ``with_labels`` is set: the unlabeled stream has none to give.
+    Items are addressed by ``draw * len + index`` (see ``EndlessShuffle``): the augmentation of the
+    ``draw``-th sample is a pure function of ``(seed, draw)``, so a resumed run or a different number
+    of loader workers sees exactly the same batches.
+
+    Every sample also carries ``index`` (its slice's position in this set, the same under every
+    augmentation) and ``geometry`` (what the weak augmentation did, ``bench.geometry``); the ``plain``
+    view is the un-augmented patch.  None of them draws from the generator, so asking for them does
+    not change the other views.
     """
 
     def __init__(
@@ -36,18 +44,22 @@ class SliceViews(Dataset):
         self.views = tuple(views)
         self.with_labels = with_labels
         self.strong = StrongAugmentation()
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, code: int) -> dict[str, torch.Tensor]:
+        draw, index = divmod(int(code), len(self.images))
+        rng = np.random.default_rng((self.seed, draw))
         label = self.labels[index] if self.with_labels else None
-        weak, label = weak_augmentation(self.images[index], label, self.rng)
-        sample = {"weak": torch.from_numpy(weak)[None]}
+        weak, label, geometry = weak_augmentation(self.images[index], label, rng)
+        sample = {"weak": torch.from_numpy(weak)[None], "index": torch.tensor(index), "geometry": geometry.as_tensor()}
         for view in self.views:
-            if view != "weak":
-                sample[view] = torch.from_numpy(self.strong(weak, self.rng))[None]
+            if view == "plain":
+                sample[view] = torch.from_numpy(np.ascontiguousarray(self.images[index], dtype=np.float32))[None]
+            elif view != "weak":
+                sample[view] = torch.from_numpy(self.strong(weak, rng))[None]
         if label is not None:
             sample["label"] = torch.from_numpy(label.astype(np.int64))
         return sample
@@ -55,30 +67,34 @@ class SliceViews(Dataset):
 
 class EndlessShuffle(Sampler[int]):
     """Concatenated seeded permutations, so every batch is full even when the labeled set is smaller
-    than a batch (one labeled synthetic case has fewer slices than a batch)."""
+    than a batch.  Permutation ``k`` depends only on ``(seed, k)``, so the stream can start at any
+    sample number (resume) without replaying the ones before."""
 
-    def __init__(self, size: int, seed: int) -> None:
+    def __init__(self, size: int, seed: int, start_sample: int = 0) -> None:
+        if size == 0:
+            raise ValueError("no training slices in this stream (empty labeled or unlabeled set)")
         self.size = size
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.start_sample = start_sample
 
     def __iter__(self) -> Iterator[int]:
+        sample = self.start_sample
         while True:
-            yield from torch.randperm(self.size, generator=self.generator).tolist()
+            epoch, position = divmod(sample, self.size)
+            order = np.random.default_rng((self.seed, epoch)).permutation(self.size)
+            for index in order[position:]:
+                yield sample * self.size + int(index)
+                sample += 1
 
 
-def _reseed_worker(worker_id: int) -> None:
-    info = torch.utils.data.get_worker_info()
-    info.dataset.rng = np.random.default_rng(torch.initial_seed() % 2**32)
-
-
-def endless_batches(dataset: SliceViews, batch_size: int, seed: int, workers: int = 0) -> Iterator[dict]:
+def endless_batches(
+    dataset: SliceViews, batch_size: int, seed: int, start_step: int = 0, workers: int = 0
+) -> Iterator[dict]:
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=EndlessShuffle(len(dataset), seed),
+        sampler=EndlessShuffle(len(dataset), seed, start_sample=start_step * batch_size),
         num_workers=workers,
-        worker_init_fn=_reseed_worker if workers else None,
-        generator=torch.Generator().manual_seed(seed),
         persistent_workers=bool(workers),
     )
     return iter(loader)

@@ -43,7 +43,7 @@ class SyntheticDataset(DatasetAdapter):
     def train_case_ids(self) -> list[str]:
         return [case.case_id for case in self._cases["train"]]
 
-    def train_slices(self) -> list[TrainingSlice]:
+    def train_slices(self, patch_size: tuple[int, int] | None = None) -> list[TrainingSlice]:
         return [
             TrainingSlice(case.case_id, case.image[index], case.label[index], case.domain)
             for case in self._cases["train"]

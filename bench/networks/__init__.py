@@ -41,3 +41,8 @@ __all__ = [
     "feature_dropout",
     "init_weights",
 ]
+
+# KnowSAM's second sub-network: a 2D V-Net (MC-Net's layout), structurally different from the U-Net.
+from bench.networks.vnet2d import VNET_NORMALIZATIONS, VNet2D, VNet2DConfig  # noqa: E402
+
+__all__ += ["VNET_NORMALIZATIONS", "VNet2D", "VNet2DConfig"]

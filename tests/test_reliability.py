@@ -1,0 +1,165 @@
+"""Runs survive being killed, failures are recorded results, concurrent sweeps never train a run twice."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import torch
+
+from bench.cli import main
+from bench.runs import RunSpec
+from bench.sweep import expand_runs, select_shard
+
+RUN = ["run", "--methods", "supervised", "--labels", "2", "--seeds", "1", "--budget", "smoke", "--iters", "60",
+       "--no-progress", "--no-estimate"]
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    interrupted, clean = tmp_path / "interrupted", tmp_path / "clean"
+    run_folder = interrupted / "synthetic/smoke/supervised/2/seed0"
+    process = subprocess.Popen([sys.executable, "-m", "bench.cli", *RUN, "--out", str(interrupted)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    checkpoint = run_folder / "checkpoint.pt"
+    while time.time() < deadline and process.poll() is None:
+        if checkpoint.exists() and torch.load(checkpoint, weights_only=True)["step"] >= 20:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run finished before it could be killed; raise --iters"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run_folder / "summary.json").exists()
+
+    assert main([*RUN, "--out", str(interrupted)]) == 0
+    assert main([*RUN, "--out", str(clean)]) == 0
+    resumed = json.loads((run_folder / "summary.json").read_text())
+    reference = json.loads((clean / "synthetic/smoke/supervised/2/seed0/summary.json").read_text())
+    assert resumed["training"]["resumed_from_step"] >= 20
+    assert resumed["metrics"] == reference["metrics"]
+    assert resumed["training"]["best_step"] == reference["training"]["best_step"]
+    assert not checkpoint.exists()
+
+
+NAN_PLUGIN = textwrap.dedent(
+    '''
+    import torch
+    from bench import Method, StepOutput, register_method, unet_for
+
+    @register_method()
+    class Diverging(Method):
+        name = "diverging"
+        paper = "test plug-in whose loss becomes NaN"
+
+        def __init__(self, params, task):
+            super().__init__(params, task)
+            self.network = unet_for(task)
+
+        def training_step(self, batch, progress):
+            loss = self.network(batch.labeled_images).mean()
+            return StepOutput(loss * float("nan") if progress.step >= 2 else loss)
+    '''
+)
+
+
+def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
+    (tmp_path / "nan_plugin.py").write_text(NAN_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "runs"
+    args = ["--plugin", "nan_plugin", "run", "--methods", "diverging,supervised", "--labels", "2", "--budget", "smoke",
+            "--iters", "4", "--no-progress", "--no-estimate", "--out", str(out)]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    failure = json.loads((out / "synthetic/smoke/diverging/2/seed0/failure.json").read_text())
+    assert failure["step"] == 2 and "non-finite loss" in failure["reason"]
+    assert (out / "synthetic/smoke/diverging/2/seed0/traceback.txt").exists()
+    assert not (out / "synthetic/smoke/diverging/2/seed0/summary.json").exists()
+    assert (out / "synthetic/smoke/supervised/2/seed0/summary.json").exists()
+    assert "1 run(s) failed" in captured.err
+    assert main(args) == 1
+    assert "failed before at step 2" in capsys.readouterr().err
+    assert main([*args, "--retry-failed"]) == 1
+    assert "1 to run" in capsys.readouterr().err
+
+
+def test_a_locked_run_is_left_to_its_owner(tmp_path, capsys):
+    out = tmp_path / "runs"
+    spec = RunSpec(dataset="synthetic", method="supervised", labels="2", seed=0, budget="smoke")
+    folder = spec.directory(out)
+    folder.mkdir(parents=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(["run", "--methods", "supervised", "--labels", "2", "--budget", "smoke", "--no-progress",
+                     "--no-estimate", "--out", str(out)]) == 0
+    assert "being trained by another process" in capsys.readouterr().err
+    assert not (folder / "summary.json").exists()
+
+
+def test_shards_partition_the_sweep():
+    specs = expand_runs(["supervised", "fully-supervised"], "synthetic", ["1", "2", "4"], [0, 1, 2], "smoke")
+    shards = [select_shard(specs, f"{i}/3") for i in range(3)]
+    keys = [spec.key for shard in shards for spec in shard]
+    assert sorted(keys) == sorted(spec.key for spec in specs) and len(set(keys)) == len(keys)
+
+
+def test_two_jobs_complete_every_run(tmp_path):
+    out = tmp_path / "runs"
+    assert main(["run", "--methods", "supervised", "--labels", "1,2", "--seeds", "2", "--budget", "smoke", "--jobs", "2",
+                 "--no-progress", "--no-estimate", "--out", str(out)]) == 0
+    assert len(list(out.rglob("summary.json"))) == 4
+
+
+def test_a_failed_write_leaves_no_summary_and_earlier_results_intact(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import bench.execute
+
+    out = tmp_path / "runs"
+    base = ["run", "--methods", "supervised", "--budget", "smoke", "--no-progress", "--no-estimate", "--out", str(out)]
+    assert main([*base, "--labels", "1"]) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    real_write = bench.execute.write_json_atomic
+
+    def full_disk(path, payload):
+        if path.name == "summary.json":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_write(path, payload)
+
+    monkeypatch.setattr(bench.execute, "write_json_atomic", full_disk)
+    assert main([*base, "--labels", "2"]) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert not (out / "synthetic/smoke/supervised/2/seed0/summary.json").exists()
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_results_from_another_format_version_are_refused_clearly(tmp_path, capsys):
+    out = tmp_path / "runs"
+    args = ["run", "--methods", "supervised", "--labels", "1", "--budget", "smoke", "--no-progress", "--no-estimate",
+            "--out", str(out)]
+    assert main(args) == 0
+    summary_path = out / "synthetic/smoke/supervised/1/seed0/summary.json"
+    old = json.loads(summary_path.read_text())
+    old["format_version"] = 0
+    summary_path.write_text(json.dumps(old))
+    assert main(args) == 2
+    assert "result format 0" in capsys.readouterr().err
+    assert json.loads(summary_path.read_text()) == old
+
+
+def test_accelerate_launch_two_cpu_processes(tmp_path):
+    out = tmp_path / "runs"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "bench.cli", "run", "--methods", "supervised",
+               "--labels", "2", "--budget", "smoke", "--iters", "4", "--no-progress", "--no-estimate", "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summaries = list(out.rglob("summary.json"))
+    assert len(summaries) == 1
+    summary = json.loads(summaries[0].read_text())
+    assert 0.0 <= summary["metrics"]["dice"] <= 1.0 and summary["num_test_cases"] == 16
