@@ -135,7 +135,7 @@ def run_sweep(
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1) as pool:
         futures = {
-            pool.submit(run_in_child, spec, out, index % gpus if gpus else None): spec
+            pool.submit(run_in_child, spec, out, index % gpus if gpus else None, max(1, (os.cpu_count() or 1) // jobs)): spec
             for index, spec in enumerate(pending)
         }
         for future in as_completed(futures):
@@ -185,9 +185,11 @@ def run_locked(spec: RunSpec, out: Path, show_progress: bool) -> tuple[dict | No
             return None, f"{type(error).__name__}: {error}"
 
 
-def run_in_child(spec: RunSpec, out: Path, gpu: int | None) -> tuple[dict | None, str | None]:
+def run_in_child(spec: RunSpec, out: Path, gpu: int | None, threads: int) -> tuple[dict | None, str | None]:
+    """One run in a fresh process: its GPU, and its share of the CPU cores so jobs do not oversubscribe."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    torch.set_num_threads(threads)
     return run_locked(spec, out, show_progress=False)
 
 
