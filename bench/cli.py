@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True)
     prepare = data_commands.add_parser(
         "prepare", help="convert an official release into the layout an adapter reads",
-        description="acdc: the official ACDC release (patientXXX/patientXXX_frameYY.nii.gz + _gt) -> the SSL4MIS "
+        description="acdc: the official ACDC release (patient<NNN>/patient<NNN>_frame<NN>.nii.gz + _gt) -> the SSL4MIS "
                     "layout with the standard 70/10/20 split, min-max normalised images and voxel spacing stored.",
     )
     prepare.add_argument("dataset", choices=("acdc",))
