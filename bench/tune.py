@@ -7,7 +7,6 @@ Several processes (or machines) can share one study through ``--storage``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -15,9 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 import yaml
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from bench.execute import (

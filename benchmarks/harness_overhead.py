@@ -15,7 +15,6 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from bench import TaskSpec, ce_dice_loss
-from bench.method import Progress
 from bench.registry import METHODS
 from bench.training import BatchStream, train
 

@@ -38,6 +38,7 @@ import numpy as np
 from bench.data.adapter import DatasetAdapter, TrainingSlice
 from bench.data.cache import cached_training_slices, resized_slices
 from bench.data.case import Case
+from bench.data.options import option_bool
 
 CLASS_NAMES = ("RV", "MYO", "LV")
 NUM_LABELS = len(CLASS_NAMES) + 1
@@ -89,7 +90,7 @@ class ACDCDataset(DatasetAdapter):
             raise ValueError(f"acdc: unknown dataset option(s) {unknown}; known: {', '.join(OPTIONS)}")
         super().__init__(Path(data_root), **options)
         self.patch_size = _as_size(options.get("patch_size"))
-        self.use_cache = _as_flag(options.get("cache", True), "cache")
+        self.use_cache = option_bool("cache", options.get("cache", True))
         root = self.data_root
         if not root.is_dir():
             raise FileNotFoundError(f"acdc: data root {root} does not exist or is not a folder. {MISSING_DATA_HELP}")
@@ -264,14 +265,3 @@ def _as_size(patch_size: int | str | tuple[int, int] | list[int] | None) -> tupl
         return (int(patch_size[0]), int(patch_size[0]))
     height, width = patch_size
     return (int(height), int(width))
-
-
-def _as_flag(value: bool | str, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"acdc: {name}={value!r}; expected true or false")

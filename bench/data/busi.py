@@ -35,17 +35,15 @@ from bench.data.adapter import DatasetAdapter, TrainingSlice
 from bench.data.cache import cached_training_slices
 from bench.data.case import Case
 from bench.data.folder import (
-    check_options,
     grey_pixels,
     natural_key,
     open_picture,
-    option_bool,
-    option_int,
     resolve_root,
     split_digest,
     stratified_split,
     unit_range,
 )
+from bench.data.options import check_options, option_bool, option_int
 
 TUMOUR_CLASSES = ("benign", "malignant")
 # CPC-SAM §4 and InteractMatch §4.1: 431 / 86 / 130 train / val / test images of 647.

@@ -31,6 +31,7 @@ from PIL import Image
 from bench.data.adapter import DatasetAdapter, TrainingSlice
 from bench.data.cache import cached_training_slices
 from bench.data.case import Case
+from bench.data.options import check_options, option_int, option_list
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -38,41 +39,6 @@ SPLITS = ("train", "val", "test")
 # The pool split when the folder has no train/val/test sub-folders: the ACDC proportions (70/10/20
 # patients, SSL4MIS), so a folder dataset is evaluated the way the ACDC tables are.
 POOL_SPLIT_FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
-
-
-# -- options -------------------------------------------------------------------------------------------
-
-def check_options(dataset: str, options: Mapping[str, Any], known: Iterable[str]) -> None:
-    """A misspelt option silently ignored would change an experiment without a trace: refuse it."""
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ValueError(f"dataset {dataset!r}: unknown option(s) {unknown}; known: {sorted(known)}")
-
-
-def option_list(value: str | Sequence[Any] | None) -> list[str] | None:
-    """``"0,128,255"`` (as the CLI passes it) or a sequence -> list of stripped strings."""
-    if value is None:
-        return None
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return [str(item).strip() for item in items if str(item).strip()]
-
-
-def option_bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"option {name}={value!r}: expected true or false")
-
-
-def option_int(name: str, value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"option {name}={value!r}: expected an integer") from None
 
 
 def resolve_root(data_root: Path | None, dataset: str) -> Path:

@@ -25,17 +25,16 @@ from bench.data.folder import (
     POOL_SPLIT_FRACTIONS,
     SPLITS,
     ClassValues,
-    check_options,
     grey_pixels,
     integer_mask,
     mask_values,
     natural_key,
-    option_int,
     require_nonempty,
     split_digest,
     stratified_split,
     unit_range,
 )
+from bench.data.options import check_options, option_int
 
 VALIDATION_SPLIT_NAMES = ("validation", "val", "valid")
 
