@@ -31,3 +31,18 @@ def test_quick_start_commands_parse():
     main_command = re.search(r"<!-- main-command -->\n```bash\n(.*?)\n```", README, re.S).group(1)
     bench_args = main_command.split("&& bench ", 1)[1].split()
     build_parser().parse_args(bench_args)
+
+
+def test_quick_start_main_command_scores_every_registered_method(tmp_path, capsys):
+    """The README's main command as written, shrunk only by later options (smoke budget, one seed): every
+    registered method must come back with a scored row in the printed table."""
+    from bench.registry import METHODS
+
+    main_command = re.search(r"<!-- main-command -->\n```bash\n(.*?)\n```", README, re.S).group(1)
+    bench_args = main_command.split("&& bench ", 1)[1].split()
+    assert main(bench_args + ["--budget", "smoke", "--seeds", "1", "--no-progress", "--no-estimate",
+                              "--out", str(tmp_path)]) == 0
+    table = capsys.readouterr().out.split("Dice on synthetic test split", 1)[1]
+    rows = {line.split()[0] for line in table.splitlines()[3:] if line.strip()}
+    assert rows == set(METHODS.names())
+    assert len(list(tmp_path.rglob("per_case.csv"))) == len(METHODS.names())
