@@ -1,7 +1,9 @@
 """Supervised-only baselines: the lower bound (labeled subset only) and the upper bound (all labels).
 
 Both train the SSL4MIS U-Net with ``0.5 CE + 0.5 Dice`` (SSL4MIS ``train_fully_supervised_2D.py``),
-SGD lr 0.01 with poly decay.
+SGD lr 0.01 with poly decay, on a batch of labeled images as large as the semi-supervised methods' whole
+batch (that script's ``batch_size`` 24 = the SSL scripts' 12 labeled + 12 unlabeled), so that the lower
+bound sees as many images per iteration as the methods it is compared with.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ class Supervised(Method):
     name = "supervised"
     paper = "U-Net trained on the labeled subset only (SSL4MIS lower bound; Ronneberger et al., MICCAI 2015)"
     Params = SupervisedParams
+    fills_batch_with_labeled = True
 
     def __init__(self, params: SupervisedParams, task: TaskSpec) -> None:
         super().__init__(params, task)

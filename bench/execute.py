@@ -1,6 +1,8 @@
 """Executing one run end to end: data, labeled subset, method, training, test scoring, records."""
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import resource
 import time
@@ -49,9 +51,12 @@ def dataset_for(spec: RunSpec) -> DatasetAdapter:
 
 
 def budget_for(spec: RunSpec, adapter: DatasetAdapter, method_cls: type[Method]) -> Budget:
-    return resolve_budget(
+    budget = resolve_budget(
         spec.budget, adapter.budget_overrides, method_cls.budget_overrides, spec.iterations, spec.batch
     )
+    if method_cls.fills_batch_with_labeled:
+        budget = dataclasses.replace(budget, labeled_batch=budget.labeled_batch + budget.unlabeled_batch)
+    return budget
 
 
 def labeled_case_ids(spec: RunSpec, adapter: DatasetAdapter, method_cls: type[Method]) -> list[str]:

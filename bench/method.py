@@ -124,6 +124,9 @@ class Method(nn.Module):
     """Extra strong views of labeled images (rarely needed)."""
     trains_on_all_labels: ClassVar[bool] = False
     """True for the fully-supervised upper bound: every training case is labeled."""
+    fills_batch_with_labeled: ClassVar[bool] = False
+    """True when the method's reference code fills the whole batch (labeled + unlabeled share) with
+    labeled images, as SSL4MIS's supervised scripts do (batch 24 where the SSL scripts use 12 + 12)."""
     budget_overrides: ClassVar[dict[str, dict[str, Any]]] = {}
     """What the method's paper changes in a budget, e.g. BCP's pre-training: ``{"paper": {"iterations": 40000}}``."""
     trains: ClassVar[bool] = True

@@ -194,3 +194,14 @@ def test_labeled_domain_draws_labeled_cases_from_that_domain_only(tmp_path, caps
     assert main(["run", "--methods", "supervised", "--labels", "3", "--labeled-domain", "vendor_z", "--out", str(out),
                  *smoke_args]) == 2
     assert "vendor_z" in capsys.readouterr().err
+
+
+def test_supervised_lower_bound_fills_the_whole_batch_with_labeled_images(tmp_path, smoke_args):
+    """SSL4MIS's supervised script uses batch 24 where its SSL scripts use 12 labeled + 12 unlabeled; the
+    lower bound must see as many images per step as the methods it bounds, the SSL methods keep the split."""
+    assert main(["run", "--methods", "supervised,mean-teacher", "--labels", "3", "--seeds", "1",
+                 "--out", str(tmp_path), *smoke_args]) == 0
+    budgets = {method: json.loads((tmp_path / f"synthetic/smoke/{method}/3/seed0/summary.json").read_text())["budget"]
+               for method in ("supervised", "mean-teacher")}
+    assert budgets["mean-teacher"]["labeled_batch"] == 2 and budgets["mean-teacher"]["unlabeled_batch"] == 2
+    assert budgets["supervised"]["labeled_batch"] == 4
