@@ -34,13 +34,13 @@ from bench.execute import budget_for, build_method, build_streams, dataset_for, 
 from bench.networks import count_parameters
 from bench.registry import METHODS
 from bench.runs import RunSpec
+from bench.sweep import STEADY_STATE_SCHEDULE
 from bench.training import time_steps
 
 REFERENCE = "supervised"
 SAM_FAMILY = "sam"
 """Left out unless ``--all``: SAM methods need checkpoints and a ViT per step.  Classic methods carry
 several family names (baseline, consistency, co-training), so the test is on this one."""
-STEADY_STATE_SCHEDULE = 1
 PAPER_LABELED_BATCH = 12
 PAPER_UNLABELED_BATCH = 12
 

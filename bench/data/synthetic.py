@@ -21,7 +21,7 @@ class SyntheticDataset(DatasetAdapter):
     # measured on a 2-core CPU this halves every method's step time at the same test Dice, which is what
     # keeps the README quick start (every registered method, 1 labeled case, 3 seeds) near 10 minutes.
     default_size = 64
-    budget_overrides = {"quick": {"patch_size": 32, "iterations": 200, "labeled_batch": 4, "unlabeled_batch": 4,
+    budget_overrides = {"quick": {"patch_size": 32, "iterations": 150, "labeled_batch": 4, "unlabeled_batch": 4,
                                   "validate_every": 50}}
 
     def __init__(self, data_root: Path | None = None, **options: Any) -> None:
