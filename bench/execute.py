@@ -115,6 +115,22 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def hardware_description(device: torch.device) -> str:
+    """What a leaderboard states under "hardware": wall times mean little without the machine."""
+    processes = PartialState().num_processes
+    if device.type == "cuda":
+        return f"{processes} x {torch.cuda.get_device_name(device)}"
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads x {processes} process(es)"
+
+
 def build_streams(
     adapter: DatasetAdapter, labeled_ids: list[str], method_cls: type[Method], budget: Budget, seed: int
 ) -> tuple[BatchStream, BatchStream | None]:
@@ -278,6 +294,7 @@ def summarize_run(
         "dataset_protocol": adapter.protocol(),
         "labels": spec.labels,
         "trains": method_cls.trains,
+        "unlabeled_views": list(method_cls.unlabeled_views),
         "num_labeled_cases": len(labeled_ids),
         "num_train_cases": len(adapter.train_case_ids()),
         "labeled_case_ids": labeled_ids,
@@ -296,6 +313,7 @@ def summarize_run(
         "wall_seconds": wall_seconds,
         "peak_memory_mb": peak_memory_mb(device),
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "hardware": hardware_description(device),
         "versions": package_versions(),
         "git_commit": git_commit(),
     }

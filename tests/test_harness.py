@@ -121,6 +121,7 @@ def test_labeled_ids_are_written_and_shared_across_methods(tmp_path, smoke_args)
     assert len(written["case_ids"]) == 3 and summary["labeled_case_ids"] == written["case_ids"]
     for key in ("versions", "git_commit", "wall_seconds", "peak_memory_mb", "device", "empty_policy", "budget"):
         assert key in summary
+    assert summary["hardware"].endswith("torch threads x 1 process(es)") and summary["unlabeled_views"] == []
 
 
 @pytest.mark.parametrize(

@@ -377,3 +377,22 @@ def test_qualitative_figure_finds_a_moved_dataset_through_data_roots(tmp_path, m
     assert any("cannot load the test cases" in message for message in lost)
     figures, found = plot_qualitative(tables, tmp_path / "found", data_roots={MovedToyDataset.name: moved})
     assert not found and {path.name for path in figures} == {"qualitative_1-20.png", "qualitative_1-20.svg"}
+
+
+def test_table_states_the_recorded_protocol_and_hardware(tmp_path):
+    """The header is read from the runs: the common budget first, then the methods that differ (the
+    supervised lower bound fills its batch with labeled images), then each machine with its run count."""
+    runs = tmp_path / "runs"
+    budget = {"name": "quick", "iterations": 1000, "patch_size": 128, "labeled_batch": 8, "unlabeled_batch": 8}
+    for method, labeled, views in (("supervised", 16, []), ("unimatch", 8, ["weak", "strong"]),
+                                   ("bcp", 8, ["plain"])):
+        directory = write_run(runs, [0.7] * 4, method=method, budget="quick")
+        summary = json.loads((directory / "summary.json").read_text())
+        summary.update(budget=dict(budget, labeled_batch=labeled), unlabeled_views=views,
+                       hardware="Test CPU, 2 cores" if method != "bcp" else "1 x Test GPU")
+        (directory / "summary.json").write_text(json.dumps(summary))
+    build_leaderboard([runs], tmp_path / "out", plots=False, log=lambda _: None)
+    markdown = (tmp_path / "out" / "acdc" / "quick" / "ssl4mis" / "leaderboard.md").read_text()
+    assert ("Protocol: 1,000 iterations, 128x128 patches, 8 labeled + 8 unlabeled images per step "
+            "(except supervised: 1,000 iterations, 128x128 patches, 16 labeled images per step). "
+            "Hardware: 1 x Test GPU (1 run); Test CPU, 2 cores (2 runs).") in markdown

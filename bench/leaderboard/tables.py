@@ -101,6 +101,7 @@ def runs_table(records: Sequence[RunRecord]) -> pd.DataFrame:
             "train_seconds": _number(training.get("train_seconds")),
             "peak_memory_mb": _number(summary.get("peak_memory_mb")),
             "device": summary.get("device", ""),
+            "hardware": summary.get("hardware", ""),
             "run": record.path,
         })
         rows.append(row)
@@ -263,6 +264,39 @@ def significance_note(tables: GroupTables) -> str:
             f"Holm-corrected over the methods compared with the best, α = {ALPHA}.")
 
 
+def _describe_budget(budget: dict) -> str:
+    if "iterations" not in budget:
+        return "budget not recorded"
+    patch = budget.get("patch_size")
+    text = (f"{budget.get('iterations', 0):,} iterations, {patch}x{patch} patches, "
+            f"{budget.get('labeled_batch')} labeled")
+    return text + (f" + {budget['unlabeled_batch']} unlabeled images per step" if budget.get("trains_unlabeled", True)
+                   else " images per step")
+
+
+def protocol_text(records: Sequence[RunRecord]) -> str:
+    """The training protocol and the machines, as recorded by the runs themselves: the resolved budget
+    (the common one first, then the methods whose paper or baseline changes it) and each hardware
+    description with its number of runs."""
+    methods_by_budget: dict[str, set[str]] = {}
+    for record in records:
+        budget = dict(record.summary.get("budget") or {})
+        budget["trains_unlabeled"] = bool(record.summary.get("unlabeled_views", True))
+        if not record.summary.get("trains", True):
+            continue
+        methods_by_budget.setdefault(_describe_budget(budget), set()).add(record.variant)
+    ordered = sorted(methods_by_budget.items(), key=lambda item: (-len(item[1]), item[0]))
+    protocol = ordered[0][0] if ordered else "no trained runs"
+    exceptions = "; ".join(f"{', '.join(sorted(methods))}: {text}" for text, methods in ordered[1:])
+    hardware: dict[str, int] = {}
+    for record in records:
+        name = record.summary.get("hardware") or record.summary.get("device") or "not recorded"
+        hardware[name] = hardware.get(name, 0) + 1
+    machines = "; ".join(f"{name} ({count} run{'s' if count > 1 else ''})" for name, count in sorted(hardware.items()))
+    return (f"Protocol: {protocol}" + (f" (except {exceptions})" if exceptions else "")
+            + f". Hardware: {machines}.\n")
+
+
 def markdown_document(tables: GroupTables, published: str = "") -> str:
     key = tables.key
     seeds = sorted(set(tables.summary["num_seeds"].astype(int)))
@@ -271,6 +305,7 @@ def markdown_document(tables: GroupTables, published: str = "") -> str:
         f"# {key.dataset}: budget {key.budget}\n",
         f"Test split of `{key.dataset}`; budget `{key.budget}`; empty masks scored by the `{key.empty_policy}` policy; "
         f"HD95/ASD in {key.distance_unit}; {len(tables.records)} runs, {seed_text} seed(s) per row.\n",
+        protocol_text(tables.records),
         markdown_table(tables, METRICS),
         f"Mean ± sample std over the n seeds (std omitted for one seed). Dice and Jaccard in %. Bold: best, "
         f"underlined: second best per label budget and column. {significance_note(tables)} "
