@@ -85,57 +85,60 @@ def selected_methods(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     return [REFERENCE] + [name for name in names if name != REFERENCE], notes
 
 
-def time_method(name: str, args: argparse.Namespace) -> tuple[float, int]:
-    """Seconds per step and trainable parameter count of one method, built as ``bench run`` builds it."""
+def time_method(name: str, args: argparse.Namespace) -> tuple[float, int, str]:
+    """Seconds per step, trainable parameter count and images per step (labeled+unlabeled) of one method,
+    built as ``bench run`` builds it."""
     method_cls = METHODS.get(name)
     labels = "all" if method_cls.trains_on_all_labels else args.labels
     # A one-iteration schedule puts every timed step past the phase switches that sit at a fraction of
     # training (BCP's supervised pre-training is its first quarter), so each method is timed in the
     # phase it spends most of the paper budget in.
+    # The batch goes through the run's own resolution (``--batch L+U``), so the supervised baselines
+    # fill the whole batch with labeled images exactly as they do in ``bench run``.
     spec = RunSpec(dataset="synthetic", method=name, labels=labels, seed=args.seed, budget="paper",
-                   iterations=STEADY_STATE_SCHEDULE, precision=args.precision)
+                   iterations=STEADY_STATE_SCHEDULE, batch=f"{args.labeled_batch}+{args.unlabeled_batch}",
+                   precision=args.precision)
     adapter = dataset_for(spec)
-    budget = dataclasses.replace(
-        budget_for(spec, adapter, method_cls),
-        patch_size=args.patch, labeled_batch=args.labeled_batch, unlabeled_batch=args.unlabeled_batch,
-    )
+    budget = dataclasses.replace(budget_for(spec, adapter, method_cls), patch_size=args.patch)
     set_seed(spec.seed)
     method = build_method(spec, adapter, method_cls, budget)
     labeled, unlabeled = build_streams(adapter, labeled_case_ids(spec, adapter, method_cls), method_cls, budget, spec.seed)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=spec.precision)
     method.train()
     seconds = time_steps(method, accelerator, labeled, unlabeled, args.steps, budget.iterations)
-    return seconds, count_parameters(method)
+    images = f"{budget.labeled_batch}+{budget.unlabeled_batch if method_cls.unlabeled_views else 0}"
+    return seconds, count_parameters(method), images
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     names, notes = selected_methods(args)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{args.labeled_batch} labeled + {args.unlabeled_batch} unlabeled images, {args.patch}x{args.patch}, "
+    print(f"{args.labeled_batch} labeled + {args.unlabeled_batch} unlabeled images (the supervised baselines: "
+          f"{args.labeled_batch + args.unlabeled_batch} labeled), {args.patch}x{args.patch}, "
           f"{args.steps} timed steps after 1 warm-up, {device}", flush=True)
 
-    rows: list[tuple[str, float, int]] = []
+    rows: list[tuple[str, float, int, str]] = []
     failures: list[str] = []
     started = time.perf_counter()
     for name in names:
         try:
-            seconds, parameters = time_method(name, args)
+            seconds, parameters, images = time_method(name, args)
         except KeyboardInterrupt:  # Ctrl-C still prints the table of the methods timed so far
             notes.append(f"{name} and after: interrupted")
             break
         except Exception as error:  # one broken method must not hide the others' timings
             failures.append(f"{name}: {type(error).__name__}: {error}")
             continue
-        rows.append((name, seconds, parameters))
+        rows.append((name, seconds, parameters, images))
         print(f"  {name}: {1000 * seconds:.0f} ms/step", file=sys.stderr, flush=True)
 
-    reference = dict((name, seconds) for name, seconds, _ in rows).get(REFERENCE)
-    width = max([len("method")] + [len(name) for name, _, _ in rows])
-    print(f"\n{'method':<{width}}  {'ms/step':>9}  {'x ' + REFERENCE:>13}  {'trainable (M)':>13}")
-    for name, seconds, parameters in rows:
+    reference = {name: seconds for name, seconds, _, _ in rows}.get(REFERENCE)
+    width = max([len("method")] + [len(name) for name, _, _, _ in rows])
+    print(f"\n{'method':<{width}}  {'images':>7}  {'ms/step':>9}  {'x ' + REFERENCE:>13}  {'trainable (M)':>13}")
+    for name, seconds, parameters, images in rows:
         ratio = f"{seconds / reference:.2f}" if reference else "-"
-        print(f"{name:<{width}}  {1000 * seconds:>9.0f}  {ratio:>13}  {parameters / 1e6:>13.2f}")
+        print(f"{name:<{width}}  {images:>7}  {1000 * seconds:>9.0f}  {ratio:>13}  {parameters / 1e6:>13.2f}")
     print(f"\n{len(rows)} method(s) in {time.perf_counter() - started:.0f} s")
     for note in notes:
         print(f"skipped {note}")
