@@ -1,4 +1,4 @@
-"""Leaderboard figures (seaborn), each saved as PNG and SVG with deterministic bytes.
+"""Leaderboard figures (seaborn), saved as PNG and SVG (the qualitative one as PNG) with deterministic bytes.
 
 * ``dice_vs_labels``: Dice against the number of labeled cases, one line per method, band = ±1 std
   over seeds; the fully-supervised and zero-shot bounds as dashed horizontal lines.
@@ -8,8 +8,8 @@
   the cases as dots and each seed's mean as a black diamond: case spread and seed spread side by side.
 * ``cost``: mean Dice against mean wall time per run (log axis), with the Pareto front (no other
   method both cheaper and better).
-* ``qualitative_<labels>``: the same test slices for every method: the image, the ground truth and
-  each method's prediction as coloured overlays.  It needs each run's ``predictions.npz`` and the
+* ``qualitative_<labels>`` (PNG only: its panels are raster images): the same test slices for every
+  method: the image, the ground truth and each method's prediction as coloured overlays.  It needs each run's ``predictions.npz`` and the
   dataset's test cases; without them it is skipped with a message.  Slices: the cases at the 10th,
   50th and 90th percentile of per-case Dice averaged over the methods (hard, typical, easy), each at
   its slice with the most ground-truth foreground; predictions come from each method's lowest seed.
@@ -57,10 +57,10 @@ def style() -> dict:
     return rc
 
 
-def save_figure(figure: Figure, stem: Path) -> list[Path]:
+def save_figure(figure: Figure, stem: Path, formats: Sequence[str] = FIGURE_FORMATS) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
-    for fmt in FIGURE_FORMATS:
+    for fmt in formats:
         path = stem.with_suffix(f".{fmt}")
         figure.savefig(path, format=fmt, dpi=PNG_DPI, metadata=SAVE_METADATA[fmt], bbox_inches="tight")
         paths.append(path)
@@ -104,34 +104,52 @@ def _legend_outside(figure: Figure, handles, labels, title: str = "Method") -> N
     figure.legend(handles, labels, title=title, loc="outside right center")
 
 
+MAX_CURVES_PER_PANEL = 8
+"""Above this many methods the curves are split by family (classic / SAM-based), one panel each:
+twenty overlapping error bands in one axes hide every line."""
+FAMILY_PANELS = (("Classic methods", lambda family: family != "sam"), ("SAM-based methods", lambda family: family == "sam"))
+
+
 def plot_dice_vs_labels(tables: GroupTables, folder: Path) -> list[Path]:
     runs = tables.runs.assign(dice_percent=_percent(tables.runs["dice"]))
     trained_texts = {s.text for s in tables.settings if s.rank == 2}
     curves = runs[runs["labels"].isin(trained_texts)]
     bounds = tables.summary[~tables.summary["labels"].isin(trained_texts)]
     palette = method_palette(tables.summary["method"])
-    figure = Figure(figsize=(7.6, 4.2), layout="constrained")
-    axes = figure.subplots()
-    if not curves.empty:
-        order = sorted(curves["method"].unique())
-        sns.lineplot(data=curves, x="num_labeled_cases", y="dice_percent", hue="method", hue_order=order,
-                     style="method", style_order=order, markers=True, dashes=False, palette=palette, errorbar="sd",
-                     markersize=7, linewidth=1.6, ax=axes, legend=True)
-        counts = sorted(curves["num_labeled_cases"].unique())
-        if counts[0] > 0 and counts[-1] / counts[0] >= 8:
-            axes.set_xscale("log")
-        axes.xaxis.set_major_locator(FixedLocator(counts))
-        axes.xaxis.set_minor_locator(NullLocator())
-        axes.xaxis.set_major_formatter(ScalarFormatter())
-    for _, bound in bounds.iterrows():
-        axes.axhline(bound["dice_mean"] * 100.0, linestyle="--", linewidth=1.2, color=palette[bound["method"]],
-                     label=f"{bound['method']} ({bound['labels']})")
-    axes.set_xlabel(f"Labeled cases (of {tables.settings[-1].num_train})")
-    axes.set_ylabel("Dice (%)")
-    axes.set_title(f"{tables.key.dataset}: Dice vs labeled cases (mean ± std over seeds)")
-    handles, labels = axes.get_legend_handles_labels()
-    if axes.get_legend() is not None:
-        axes.get_legend().remove()
+    panels = [("", curves)]
+    if curves["method"].nunique() > MAX_CURVES_PER_PANEL:
+        families = curves["family"].fillna("")
+        panels = [(title, curves[families.map(keep)]) for title, keep in FAMILY_PANELS]
+        panels = [(title, panel) for title, panel in panels if not panel.empty]
+    figure = Figure(figsize=(3.4 + 4.2 * len(panels), 4.2), layout="constrained")
+    grid = figure.subplots(1, len(panels), sharey=True, squeeze=False).flat
+    handles, labels = [], []
+    for axes, (title, panel) in zip(grid, panels):
+        if not panel.empty:
+            order = sorted(panel["method"].unique())
+            sns.lineplot(data=panel, x="num_labeled_cases", y="dice_percent", hue="method", hue_order=order,
+                         style="method", style_order=order, markers=True, dashes=False, palette=palette,
+                         errorbar="sd", err_kws={"alpha": 0.12}, markersize=7, linewidth=1.6, ax=axes, legend=True)
+            counts = sorted(panel["num_labeled_cases"].unique())
+            if counts[0] > 0 and counts[-1] / counts[0] >= 8:
+                axes.set_xscale("log")
+            axes.xaxis.set_major_locator(FixedLocator(counts))
+            axes.xaxis.set_minor_locator(NullLocator())
+            axes.xaxis.set_major_formatter(ScalarFormatter())
+        for _, bound in bounds.iterrows():
+            axes.axhline(bound["dice_mean"] * 100.0, linestyle="--", linewidth=1.2, color=palette[bound["method"]],
+                         label=f"{bound['method']} ({bound['labels']})")
+        axes.set_xlabel(f"Labeled cases (of {tables.settings[-1].num_train})")
+        axes.set_ylabel("Dice (%)")
+        if title:
+            axes.set_title(title)
+        for handle, label in zip(*axes.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+        if axes.get_legend() is not None:
+            axes.get_legend().remove()
+    figure.suptitle(f"{tables.key.dataset}: Dice vs labeled cases (mean ± std over seeds)", fontweight="bold")
     _legend_outside(figure, handles, labels)
     return save_figure(figure, folder / "dice_vs_labels")
 
@@ -212,7 +230,7 @@ def plot_spread(tables: GroupTables, folder: Path) -> list[Path]:
         axes.axhline(boundary - 0.5, color="0.55", linewidth=0.8)
     axes.set_xlabel("Dice (%)")
     axes.set_ylabel("")
-    axes.set_title(f"{tables.key.dataset}: per-case Dice (box and dots, averaged over seeds); ◆ = one seed's mean",
+    axes.set_title(f"{tables.key.dataset}: per-case Dice\n(box and dots: cases averaged over seeds; ◆ = one seed's mean)",
                    loc="left")
     return save_figure(figure, folder / "spread")
 
@@ -412,8 +430,8 @@ def _draw_qualitative(tables, setting, cases, case_ids, methods, predictions, lo
             axes.set_xticks([])
             axes.set_yticks([])
             axes.grid(False)
-            if row == 0:
-                axes.set_title(columns[column], fontsize=8)
+            if row == 0:  # flags on their own line, so neighbouring titles never overlap
+                axes.set_title(columns[column].replace(" [", "\n["), fontsize=8)
             if column == 0:
                 axes.set_ylabel(f"{case_id}\nslice {slice_index}", fontsize=7)
             if column >= 2:
@@ -427,4 +445,5 @@ def _draw_qualitative(tables, setting, cases, case_ids, methods, predictions, lo
     figure.suptitle(f"{tables.key.dataset}, #Lab {setting.text}: hard, typical and easy test cases, top to bottom "
                     f"(case Dice of the lowest seed)", fontsize=9)
     slug = "".join(char if char.isalnum() else "-" for char in setting.text)
-    return save_figure(figure, folder / f"qualitative_{slug}")
+    # PNG only: the panels are raster images, which an SVG would only wrap (at four times the bytes).
+    return save_figure(figure, folder / f"qualitative_{slug}", formats=("png",))
