@@ -100,6 +100,16 @@ def _percent(series: pd.Series) -> pd.Series:
     return series * 100.0
 
 
+def _move_legend_entries(axes, handles: list, labels: list) -> None:
+    """Collect a panel's legend entries (once each) for one legend outside the panels."""
+    for handle, label in zip(*axes.get_legend_handles_labels()):
+        if label not in labels:
+            handles.append(handle)
+            labels.append(label)
+    if axes.get_legend() is not None:
+        axes.get_legend().remove()
+
+
 def _legend_outside(figure: Figure, handles, labels, title: str = "Method") -> None:
     figure.legend(handles, labels, title=title, loc="outside right center")
 
@@ -143,12 +153,7 @@ def plot_dice_vs_labels(tables: GroupTables, folder: Path) -> list[Path]:
         axes.set_ylabel("Dice (%)")
         if title:
             axes.set_title(title)
-        for handle, label in zip(*axes.get_legend_handles_labels()):
-            if label not in labels:
-                handles.append(handle)
-                labels.append(label)
-        if axes.get_legend() is not None:
-            axes.get_legend().remove()
+        _move_legend_entries(axes, handles, labels)
     figure.suptitle(f"{tables.key.dataset}: Dice vs labeled cases (mean ± std over seeds)", fontweight="bold")
     _legend_outside(figure, handles, labels)
     return save_figure(figure, folder / "dice_vs_labels")
@@ -188,12 +193,7 @@ def plot_per_class_dice(tables: GroupTables, folder: Path) -> list[Path]:
         axes.set_ylabel("Dice (%)")
         axes.set_ylim(0, 105)
         axes.yaxis.set_major_locator(FixedLocator([0, 20, 40, 60, 80, 100]))
-        for handle, label in zip(*axes.get_legend_handles_labels()):
-            if label not in labels:
-                handles.append(handle)
-                labels.append(label)
-        if axes.get_legend() is not None:
-            axes.get_legend().remove()
+        _move_legend_entries(axes, handles, labels)
     _legend_outside(figure, handles, labels)
     return save_figure(figure, folder / "per_class_dice")
 
