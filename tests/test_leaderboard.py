@@ -397,3 +397,27 @@ def test_table_states_the_recorded_protocol_and_hardware(tmp_path):
     assert ("Protocol: 1,000 iterations, 128x128 patches, 8 labeled + 8 unlabeled images per step "
             "(except supervised: 1,000 iterations, 128x128 patches, 16 labeled images per step). "
             "Hardware: 1 x Test GPU (1 run); Test CPU, 2 cores (2 runs).") in markdown
+
+
+def test_rows_whose_distances_count_empty_predictions_as_zero_are_named(tmp_path):
+    """Under the ssl4mis policy an empty prediction's HD95 is 0, i.e. the best possible; the table must
+    name the rows that profit from it, with the number of (case, class) pairs predicted empty."""
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        directory = write_run(runs, [0.05] * 4, method="cpc-sam", seed=seed, hd95=[0.0] * 4)
+        per_case = pd.read_csv(directory / "per_case.csv")
+        per_case.loc[: seed, "empty_pred_RV"] = 1.0  # seed 0: 1 pair, seed 1: 2 pairs
+        per_case.to_csv(directory / "per_case.csv", index=False)
+    write_run(runs, [0.8] * 4, method="supervised")
+    build_leaderboard([runs], tmp_path / "out", plots=False, log=lambda _: None)
+    markdown = (tmp_path / "out" / "acdc" / "paper" / "ssl4mis" / "leaderboard.md").read_text()
+    assert "(over all their runs): cpc-sam (3/24)." in markdown
+    assert "supervised (" not in markdown.split("Caution:", 1)[1].split("\n", 1)[0]
+
+    strict = tmp_path / "strict"
+    directory = write_run(strict, [0.05] * 4, method="cpc-sam", policy="strict")
+    per_case = pd.read_csv(directory / "per_case.csv")
+    per_case["empty_pred_RV"] = 1.0
+    per_case.to_csv(directory / "per_case.csv", index=False)
+    build_leaderboard([strict], tmp_path / "out_strict", plots=False, log=lambda _: None)
+    assert "Caution:" not in (tmp_path / "out_strict" / "acdc" / "paper" / "strict" / "leaderboard.md").read_text()

@@ -297,6 +297,30 @@ def protocol_text(records: Sequence[RunRecord]) -> str:
             + f". Hardware: {machines}.\n")
 
 
+ZERO_DISTANCE_POLICIES = ("ssl4mis", "zero")
+"""Policies that score an empty prediction's HD95/ASD as 0, i.e. as perfect."""
+
+
+def empty_prediction_note(tables: GroupTables) -> str:
+    """Under a policy that scores an empty prediction's distances as 0, a method that predicts nothing
+    gets the best HD95/ASD; say which rows contain such (case, class) pairs so no reader trusts them."""
+    if tables.key.empty_policy not in ZERO_DISTANCE_POLICIES:
+        return ""
+    counts: dict[str, tuple[int, int]] = {}
+    for record in tables.records:
+        columns = [c for c in record.per_case.columns if c.startswith("empty_pred_")]
+        empty = int(record.per_case[columns].to_numpy().sum()) if columns else 0
+        total = len(record.per_case) * len(columns)
+        previous = counts.get(record.variant, (0, 0))
+        counts[record.variant] = (previous[0] + empty, previous[1] + total)
+    flagged = [f"{variant} ({empty}/{total})" for variant, (empty, total) in sorted(counts.items()) if empty]
+    if not flagged:
+        return ""
+    return (f"Caution: the `{tables.key.empty_policy}` policy scores the HD95/ASD of an empty predicted class as 0, "
+            f"so these methods' distances are flattered by (case, class) pairs predicted empty (over all their runs): "
+            f"{', '.join(flagged)}.\n")
+
+
 def markdown_document(tables: GroupTables, published: str = "") -> str:
     key = tables.key
     seeds = sorted(set(tables.summary["num_seeds"].astype(int)))
@@ -312,6 +336,9 @@ def markdown_document(tables: GroupTables, published: str = "") -> str:
         f"{int(CONFIDENCE * 100)}% case-bootstrap intervals ({BOOTSTRAP_RESAMPLES} resamples) are in `summary.csv`, "
         f"the tests in `significance.csv`, every run in `runs.csv`.\n",
     ]
+    caution = empty_prediction_note(tables)
+    if caution:
+        parts.append(caution)
     if tables.class_names:
         parts += ["## Dice per class\n", markdown_table(tables, [f"dice_{name}" for name in tables.class_names],
                                                         with_seeds=False)]
