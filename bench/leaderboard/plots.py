@@ -9,9 +9,9 @@
 * ``cost``: mean Dice against mean wall time per run (log axis), with the Pareto front (no other
   method both cheaper and better).
 * ``qualitative_<labels>`` (PNG only: its panels are raster images): the same test slices for every
-  method: the image, the ground truth and each method's prediction as coloured overlays.  It needs each run's ``predictions.npz`` and the
-  dataset's test cases; without them it is skipped with a message.  Slices: the cases at the 10th,
-  50th and 90th percentile of per-case Dice averaged over the methods (hard, typical, easy), each at
+  method: the image, the ground truth and each method's prediction as coloured overlays.  It needs
+  each run's ``predictions.npz`` and the dataset's test cases; without them it is skipped with a
+  message.  Slices: the cases at the 10th, 50th and 90th percentile of per-case Dice averaged over the methods (hard, typical, easy), each at
   its slice with the most ground-truth foreground; predictions come from each method's lowest seed.
 
 Figures are drawn on ``matplotlib.figure.Figure`` objects (no pyplot state, no GUI backend) inside an
@@ -117,7 +117,10 @@ def _legend_outside(figure: Figure, handles, labels, title: str = "Method") -> N
 MAX_CURVES_PER_PANEL = 8
 """Above this many methods the curves are split by family (classic / SAM-based), one panel each:
 twenty overlapping error bands in one axes hide every line."""
-FAMILY_PANELS = (("Classic methods", lambda family: family != "sam"), ("SAM-based methods", lambda family: family == "sam"))
+FAMILY_PANELS = (
+    ("Classic methods", lambda family: family != "sam"),
+    ("SAM-based methods", lambda family: family == "sam"),
+)
 
 
 def plot_dice_vs_labels(tables: GroupTables, folder: Path) -> list[Path]:
@@ -230,8 +233,8 @@ def plot_spread(tables: GroupTables, folder: Path) -> list[Path]:
         axes.axhline(boundary - 0.5, color="0.55", linewidth=0.8)
     axes.set_xlabel("Dice (%)")
     axes.set_ylabel("")
-    axes.set_title(f"{tables.key.dataset}: per-case Dice\n(box and dots: cases averaged over seeds; ◆ = one seed's mean)",
-                   loc="left")
+    axes.set_title(f"{tables.key.dataset}: per-case Dice\n"
+                   f"(box and dots: cases averaged over seeds; ◆ = one seed's mean)", loc="left")
     return save_figure(figure, folder / "spread")
 
 
