@@ -11,8 +11,9 @@
 * ``qualitative_<labels>`` (PNG only: its panels are raster images): the same test slices for every
   method: the image, the ground truth and each method's prediction as coloured overlays.  It needs
   each run's ``predictions.npz`` and the dataset's test cases; without them it is skipped with a
-  message.  Slices: the cases at the 10th, 50th and 90th percentile of per-case Dice averaged over the methods (hard, typical, easy), each at
-  its slice with the most ground-truth foreground; predictions come from each method's lowest seed.
+  message.  Slices: the cases at the 10th, 50th and 90th percentile of per-case Dice averaged over
+  the methods (hard, typical, easy), each at its slice with the most ground-truth foreground;
+  predictions come from each method's lowest seed.
 
 Figures are drawn on ``matplotlib.figure.Figure`` objects (no pyplot state, no GUI backend) inside an
 ``rc_context`` with the seaborn style, a fixed ``svg.hashsalt``, no date and no software version in the
