@@ -421,3 +421,31 @@ def test_rows_whose_distances_count_empty_predictions_as_zero_are_named(tmp_path
     per_case.to_csv(directory / "per_case.csv", index=False)
     build_leaderboard([strict], tmp_path / "out_strict", plots=False, log=lambda _: None)
     assert "Caution:" not in (tmp_path / "out_strict" / "acdc" / "paper" / "strict" / "leaderboard.md").read_text()
+
+
+def test_a_figure_that_fails_to_render_leaves_the_previous_file_whole(tmp_path):
+    from matplotlib.artist import Artist
+    from matplotlib.figure import Figure
+
+    from bench.leaderboard.plots import save_figure
+
+    figure = Figure()
+    figure.add_subplot().plot([0, 1], [0, 1])
+    (svg,) = save_figure(figure, tmp_path / "dice", formats=("svg",))
+    before = svg.read_bytes()
+
+    class FailsWhileWriting(Artist):
+        """Draws for the tight-bbox pass, fails in the pass that writes the file."""
+        draws = 0
+
+        def draw(self, renderer):
+            FailsWhileWriting.draws += 1
+            if FailsWhileWriting.draws > 1:
+                raise RuntimeError("renderer broke half-way")
+
+    broken = Figure()
+    broken.add_subplot().add_artist(FailsWhileWriting())
+    with pytest.raises(RuntimeError, match="half-way"):
+        save_figure(broken, tmp_path / "dice", formats=("svg",))
+    assert svg.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dice.svg"]

@@ -22,6 +22,7 @@ file metadata, so rebuilding from the same runs writes the same bytes.
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -59,11 +60,20 @@ def style() -> dict:
 
 
 def save_figure(figure: Figure, stem: Path, formats: Sequence[str] = FIGURE_FORMATS) -> list[Path]:
+    """Each file is drawn beside its target and renamed, so an interrupted rebuild never leaves a
+    truncated figure next to tables that claim it is current."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in formats:
         path = stem.with_suffix(f".{fmt}")
-        figure.savefig(path, format=fmt, dpi=PNG_DPI, metadata=SAVE_METADATA[fmt], bbox_inches="tight")
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                figure.savefig(stream, format=fmt, dpi=PNG_DPI, metadata=SAVE_METADATA[fmt], bbox_inches="tight")
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
         paths.append(path)
     return paths
 
