@@ -225,11 +225,18 @@ def apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
 
 
 def method_params(args: argparse.Namespace, methods: Sequence[str]) -> dict[str, dict]:
-    """Hyper-parameters per method: experiment file, then --params file, then --set (later wins)."""
+    """Hyper-parameters per method: experiment file, then --params file, then --set (later wins).
+
+    An experiment file describes a whole sweep, so its settings for methods that ``--methods`` leaves out
+    are checked and then set aside (running one row of a published sweep must work); a ``--params`` file
+    or ``--set`` for a method that is not run is an error, as it is most likely a mistake."""
     from bench.tune import load_params_file, parse_overrides
 
     merged: dict[str, dict] = {}
-    sources = [getattr(args, "inline_params", None) or {}]
+    experiment = getattr(args, "inline_params", None) or {}
+    for method, values in experiment.items():
+        METHODS.get(method).params_from_dict(values)
+    sources = [{method: values for method, values in experiment.items() if method in methods}]
     if args.params is not None:
         sources.append(load_params_file(args.params))
     sources.append(parse_overrides(args.overrides))
@@ -306,16 +313,15 @@ def command_run(args: argparse.Namespace) -> int:
         data_root = Path(os.environ["BENCH_DATA_ROOT"]) / dataset
     options = {"data_root": str(data_root) if data_root else None, "dataset_options": dataset_options,
                "labeled_domain": args.labeled_domain}
-    if any(METHODS.get(name).family == "sam" for name in methods):
-        options.update(sam_model=args.sam_model, sam_random_init=args.sam_random_init,
-                       sam_checkpoint=str(args.sam_checkpoint) if args.sam_checkpoint else None)
+    sam_options = {"sam_model": args.sam_model, "sam_random_init": args.sam_random_init,
+                   "sam_checkpoint": str(args.sam_checkpoint) if args.sam_checkpoint else None}
     params = method_params(args, methods)
     check_writable(args.out)
     specs = expand_runs(
         methods, dataset, labels, list(range(args.seeds)), args.budget,
         iterations=args.iters, batch=args.batch, gradient_clip=args.grad_clip, label_selection=args.label_selection, empty_policy=args.empty_policy,
         spacing_unit=args.spacing_unit, precision=args.precision,
-        options=options, params_by_method=params,
+        options=options, sam_options=sam_options, params_by_method=params,
     )
     if args.shard:
         specs = select_shard(specs, args.shard)

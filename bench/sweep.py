@@ -47,14 +47,20 @@ def expand_runs(
     seeds: Sequence[int],
     budget: str,
     params_by_method: dict[str, dict] | None = None,
+    sam_options: dict[str, Any] | None = None,
     **common: Any,
 ) -> list[RunSpec]:
     """Methods trained on every label (the fully-supervised bound) run once per seed, as ``all``;
     evaluation-only methods (zero-shot SAM) run once, as ``none`` with seed 0, since neither the label
-    budget nor the seed changes what they predict."""
+    budget nor the seed changes what they predict.
+
+    ``sam_options`` (backbone, checkpoint) join the options of SAM-family methods only: a U-Net run is
+    the same experiment whether or not the sweep that launched it also held a SAM method."""
     specs: list[RunSpec] = []
+    common_options = common.pop("options", None) or {}
     for method in methods:
         method_cls = METHODS.get(method)
+        options = {**common_options, **(sam_options or {})} if method_cls.family == "sam" else dict(common_options)
         method_labels = ["all"] if method_cls.trains_on_all_labels else list(labels)
         method_seeds = list(seeds)
         if not method_cls.trains:
@@ -63,7 +69,7 @@ def expand_runs(
             for seed in method_seeds:
                 params = dict((params_by_method or {}).get(method, {}))
                 specs.append(RunSpec(dataset=dataset, method=method, labels=label, seed=seed, budget=budget,
-                                     params=params, **common))
+                                     params=params, options=options, **common))
     return specs
 
 
