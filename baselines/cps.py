@@ -24,7 +24,7 @@ Over SSL4MIS' 30k iterations this washes out; in a 1,000-iteration run it does n
 3 labeled patients (``quick`` budget, seed 0) network A's conv norms were still at their initial values
 at the best step (5.7, 8.1, 11.3 vs 5.1, 8.0, 11.3 at initialisation) and it reached 0.14 validation
 Dice on 10 volumes where network B (Xavier) reached 0.39.  Budgets that short should be read with this
-in mind (``--set cps.init_a=xavier`` swaps the roles).
+in mind (``--set cps.init_a=xavier --set cps.init_b=kaiming`` swaps the two).
 """
 from __future__ import annotations
 
