@@ -203,6 +203,7 @@ def execute_run(spec: RunSpec, out: Path, show_progress: bool = True) -> dict:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / FAILURE_FILE).unlink(missing_ok=True)
     started = time.perf_counter()
+    earlier_seconds: float | None = 0.0
     method_cls = METHODS.get(spec.method)
     adapter = dataset_for(spec)
     budget = budget_for(spec, adapter, method_cls)
@@ -224,8 +225,10 @@ def execute_run(spec: RunSpec, out: Path, show_progress: bool = True) -> dict:
             method.load_state_dict(result.best_state)
             if accelerator.is_main_process:
                 torch.save(result.best_state, directory / "best.pt")
+            earlier_seconds = result.seconds_before_resume
             training = {"best_validation_dice": result.best_validation_dice, "best_step": result.best_step,
-                        "train_seconds": result.seconds, "resumed_from_step": result.resumed_from}
+                        "train_seconds": result.seconds, "resumed_from_step": result.resumed_from,
+                        "seconds_before_resume": earlier_seconds}
         else:
             method = method.to(accelerator.device)
             training = {"best_validation_dice": None, "best_step": 0, "train_seconds": 0.0}
@@ -247,7 +250,7 @@ def execute_run(spec: RunSpec, out: Path, show_progress: bool = True) -> dict:
     write_csv_atomic(directory / "per_case.csv", rows)
     save_predictions(directory / PREDICTIONS_FILE, predictions)
     summary = summarize_run(spec, rows, adapter, method_cls, budget, labeled_ids, training, flags,
-                            time.perf_counter() - started, accelerator.device)
+                            time.perf_counter() - started + (earlier_seconds or 0.0), accelerator.device)
     write_json_atomic(directory / SUMMARY_FILE, summary)
     (directory / CHECKPOINT_FILE).unlink(missing_ok=True)
     return summary

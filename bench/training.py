@@ -36,7 +36,10 @@ class TrainingResult:
     best_step: int
     steps: int
     seconds: float
+    """Training time of all steps, those before a resume included (as far as the checkpoint recorded it)."""
     resumed_from: int = 0
+    seconds_before_resume: float | None = 0.0
+    """Training time of the steps a resumed run had done before; None when its checkpoint predates this record."""
 
 
 class BatchStream:
@@ -139,7 +142,7 @@ def train(
     ]
     unwrapped: Method = accelerator.unwrap_model(model)
 
-    start_step, best_dice, best_step, rows = 0, -math.inf, 0, []
+    start_step, best_dice, best_step, rows, earlier_seconds = 0, -math.inf, 0, [], 0.0
     best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
     if checkpoint is not None:
@@ -150,6 +153,7 @@ def train(
             scheduler.load_state_dict(state)
         start_step, best_dice, best_step = checkpoint["step"], checkpoint["best_dice"], checkpoint["best_step"]
         best_state, rows = checkpoint["best_state"], checkpoint["log_rows"]
+        earlier_seconds = checkpoint.get("train_seconds")
         _set_rng_state(checkpoint["rng"])
     labeled_batches = labeled_stream.start(start_step)
     unlabeled_batches = unlabeled_stream.start(start_step) if unlabeled_stream is not None else None
@@ -204,11 +208,14 @@ def train(
                 "schedulers": [scheduler.state_dict() for scheduler in schedulers],
                 "best_dice": best_dice, "best_step": best_step, "best_state": best_state,
                 "log_rows": rows, "rng": _rng_state(),
+                "train_seconds": None if earlier_seconds is None else earlier_seconds + time.perf_counter() - started,
             })
     bar.close()
     if accelerator.is_main_process:
         write_csv_atomic(log_path, rows)
-    return TrainingResult(best_state, best_dice, best_step, total_steps, time.perf_counter() - started, start_step)
+    seconds = time.perf_counter() - started
+    return TrainingResult(best_state, best_dice, best_step, total_steps, seconds + (earlier_seconds or 0.0), start_step,
+                          earlier_seconds)
 
 
 def time_steps(

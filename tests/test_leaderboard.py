@@ -449,3 +449,20 @@ def test_a_figure_that_fails_to_render_leaves_the_previous_file_whole(tmp_path):
         save_figure(broken, tmp_path / "dice", formats=("svg",))
     assert svg.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dice.svg"]
+
+
+def test_a_resumed_run_that_timed_only_its_last_part_has_no_wall_time(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs, [0.7, 0.8], method="cps", seed=0, wall_seconds=1000.0)
+    partial = write_run(runs, [0.7, 0.8], method="cps", seed=1, wall_seconds=250.0)
+    resumed_whole = write_run(runs, [0.7, 0.8], method="cps", seed=2, wall_seconds=1200.0)
+    for directory, before in ((partial, None), (resumed_whole, 900.0)):
+        summary = json.loads((directory / "summary.json").read_text())
+        summary["training"].update(resumed_from_step=800, seconds_before_resume=before)
+        (directory / "summary.json").write_text(json.dumps(summary))
+    build_leaderboard([runs], tmp_path / "out", plots=False, log=lambda _: None)
+    folder = tmp_path / "out" / "acdc" / "paper" / "ssl4mis"
+    long = pd.read_csv(folder / "runs.csv").set_index("seed")
+    assert long.loc[0, "wall_seconds"] == 1000.0 and long.loc[2, "wall_seconds"] == 1200.0
+    assert np.isnan(long.loc[1, "wall_seconds"]) and np.isnan(long.loc[1, "train_seconds"])
+    assert pd.read_csv(folder / "summary.csv").iloc[0]["wall_seconds_mean"] == pytest.approx(1100.0)

@@ -40,6 +40,8 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     resumed = json.loads((run_folder / "summary.json").read_text())
     reference = json.loads((clean / "synthetic/smoke/supervised/2/seed0/summary.json").read_text())
     assert resumed["training"]["resumed_from_step"] >= 20
+    # The cost of the run counts the steps before the kill as well.
+    assert 0 < resumed["training"]["seconds_before_resume"] < resumed["training"]["train_seconds"] <= resumed["wall_seconds"]
     assert resumed["metrics"] == reference["metrics"]
     assert resumed["training"]["best_step"] == reference["training"]["best_step"]
     assert not checkpoint.exists()

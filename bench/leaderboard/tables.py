@@ -72,6 +72,18 @@ def _number(value: object) -> float:
         return float("nan")
 
 
+def wall_time_complete(summary: dict) -> bool:
+    """False for a run resumed from a checkpoint that did not record the training time before it (older
+    checkpoints): it timed only its last part, which would understate the method's cost."""
+    training = summary.get("training") or {}
+    return not (training.get("resumed_from_step") and training.get("seconds_before_resume") is None)
+
+
+def wall_seconds(summary: dict) -> float:
+    """A run's wall time; NaN where it is missing or incomplete."""
+    return _number(summary.get("wall_seconds")) if wall_time_complete(summary) else float("nan")
+
+
 def runs_table(records: Sequence[RunRecord]) -> pd.DataFrame:
     """One row per run: the long CSV."""
     rows = []
@@ -97,8 +109,8 @@ def runs_table(records: Sequence[RunRecord]) -> pd.DataFrame:
         }
         row.update(run_metrics(record))
         row.update({
-            "wall_seconds": _number(summary.get("wall_seconds")),
-            "train_seconds": _number(training.get("train_seconds")),
+            "wall_seconds": wall_seconds(summary),
+            "train_seconds": _number(training.get("train_seconds")) if wall_time_complete(summary) else float("nan"),
             "peak_memory_mb": _number(summary.get("peak_memory_mb")),
             "device": summary.get("device", ""),
             "hardware": summary.get("hardware", ""),
@@ -137,7 +149,8 @@ def build_group_tables(key: GroupKey, records: Sequence[RunRecord]) -> GroupTabl
             if metric == "dice":
                 case_dice[(setting, variant)] = cases
                 row["num_cases"] = int(cases.notna().sum())
-        row["wall_seconds_mean"] = float(np.mean([_number(r.summary.get("wall_seconds")) for r in members]))
+        walls = [wall_seconds(r.summary) for r in members if wall_time_complete(r.summary)]
+        row["wall_seconds_mean"] = float(np.mean(walls)) if walls else float("nan")
         summary_rows.append(row)
     summary = pd.DataFrame(summary_rows)
     significance = _significance(summary, case_dice)
