@@ -399,9 +399,10 @@ def test_table_states_the_recorded_protocol_and_hardware(tmp_path):
             "Hardware: 1 x Test GPU (1 run); Test CPU, 2 cores (2 runs).") in markdown
 
 
-def test_rows_whose_distances_count_empty_predictions_as_zero_are_named(tmp_path):
+def test_rows_whose_distances_count_empty_predictions_as_zero_are_named_and_not_ranked(tmp_path):
     """Under the ssl4mis policy an empty prediction's HD95 is 0, i.e. the best possible; the table must
-    name the rows that profit from it, with the number of (case, class) pairs predicted empty."""
+    name the rows that profit from it, with the number of (case, class) pairs predicted empty, and must
+    not mark their distances best."""
     runs = tmp_path / "runs"
     for seed in (0, 1):
         directory = write_run(runs, [0.05] * 4, method="cpc-sam", seed=seed, hd95=[0.0] * 4)
@@ -411,8 +412,12 @@ def test_rows_whose_distances_count_empty_predictions_as_zero_are_named(tmp_path
     write_run(runs, [0.8] * 4, method="supervised")
     build_leaderboard([runs], tmp_path / "out", plots=False, log=lambda _: None)
     markdown = (tmp_path / "out" / "acdc" / "paper" / "ssl4mis" / "leaderboard.md").read_text()
-    assert "(over all their runs): cpc-sam (3/24)." in markdown
+    assert "(over all their runs) and are not ranked (no bold or underline): cpc-sam (3/24)." in markdown
     assert "supervised (" not in markdown.split("Caution:", 1)[1].split("\n", 1)[0]
+    rows = table_rows(markdown)
+    *_, hd95, asd = rows[("cpc-sam", "1/70")]
+    assert (hd95, asd) == ("0.00 ± 0.00", "0.00 ± 0.00")  # the smallest distances, unmarked
+    assert rows[("supervised", "1/70")][3:] == ["**2.00**", "**0.50**"]
 
     strict = tmp_path / "strict"
     directory = write_run(strict, [0.05] * 4, method="cpc-sam", policy="strict")

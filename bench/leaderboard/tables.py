@@ -216,15 +216,21 @@ class Cell:
 
 
 def table_cells(tables: GroupTables, metrics: Sequence[str]) -> list[tuple[str, str, list[Cell]]]:
-    """(labels, method, cells) rows in printed order with the rank and significance marks."""
+    """(labels, method, cells) rows in printed order with the rank and significance marks.
+
+    A distance that counts empty predictions as 0 (see :func:`flattered_rows`) is printed but never
+    ranked: otherwise the method that predicts least would be marked best."""
     summary = tables.summary
+    flattered = flattered_rows(tables)
     rows: list[tuple[str, str, list[Cell]]] = []
     for labels, block in summary.groupby("labels", sort=False):
         marks = {}
         for metric in metrics:
-            scale = 100.0 if metric.split("_", 1)[0] in PERCENT_METRICS else 1.0
-            higher = HIGHER_IS_BETTER[metric.split("_", 1)[0]]
-            marks[metric] = rank_marks([v * scale for v in block[f"{metric}_mean"]], higher)
+            base = metric.split("_", 1)[0]
+            scale = 100.0 if base in PERCENT_METRICS else 1.0
+            rankable = [not (base in DISTANCE_METRICS and method in flattered) for method in block["method"]]
+            values = [v * scale if keep else float("nan") for v, keep in zip(block[f"{metric}_mean"], rankable)]
+            marks[metric] = rank_marks(values, HIGHER_IS_BETTER[base])
         for position, (_, row) in enumerate(block.iterrows()):
             cells = []
             for metric in metrics:
@@ -314,11 +320,15 @@ ZERO_DISTANCE_POLICIES = ("ssl4mis", "zero")
 """Policies that score an empty prediction's HD95/ASD as 0, i.e. as perfect."""
 
 
-def empty_prediction_note(tables: GroupTables) -> str:
+DISTANCE_METRICS = ("hd95", "asd")
+
+
+def flattered_rows(tables: GroupTables) -> dict[str, tuple[int, int]]:
     """Under a policy that scores an empty prediction's distances as 0, a method that predicts nothing
-    gets the best HD95/ASD; say which rows contain such (case, class) pairs so no reader trusts them."""
+    gets the best HD95/ASD.  Returns, per table row with such (case, class) pairs, how many it has and
+    out of how many (over all its runs); empty under any other policy."""
     if tables.key.empty_policy not in ZERO_DISTANCE_POLICIES:
-        return ""
+        return {}
     counts: dict[str, tuple[int, int]] = {}
     for record in tables.records:
         columns = [c for c in record.per_case.columns if c.startswith("empty_pred_")]
@@ -326,12 +336,18 @@ def empty_prediction_note(tables: GroupTables) -> str:
         total = len(record.per_case) * len(columns)
         previous = counts.get(record.variant, (0, 0))
         counts[record.variant] = (previous[0] + empty, previous[1] + total)
-    flagged = [f"{variant} ({empty}/{total})" for variant, (empty, total) in sorted(counts.items()) if empty]
-    if not flagged:
+    return {variant: count for variant, count in counts.items() if count[0]}
+
+
+def empty_prediction_note(tables: GroupTables) -> str:
+    """Names the rows whose distances are flattered, so no reader trusts them."""
+    flattered = flattered_rows(tables)
+    if not flattered:
         return ""
+    flagged = [f"{variant} ({empty}/{total})" for variant, (empty, total) in sorted(flattered.items())]
     return (f"Caution: the `{tables.key.empty_policy}` policy scores the HD95/ASD of an empty predicted class as 0, "
-            f"so these methods' distances are flattered by (case, class) pairs predicted empty (over all their runs): "
-            f"{', '.join(flagged)}.\n")
+            f"so these methods' distances are flattered by (case, class) pairs predicted empty (over all their runs) "
+            f"and are not ranked (no bold or underline): {', '.join(flagged)}.\n")
 
 
 def markdown_document(tables: GroupTables, published: str = "") -> str:
