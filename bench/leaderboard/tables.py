@@ -35,6 +35,7 @@ CSV_FLOAT_FORMAT = "%.6g"
 PRINTED_DECIMALS = 2
 HIGHER_IS_BETTER = {"dice": True, "jaccard": True, "hd95": False, "asd": False}
 PERCENT_METRICS = ("dice", "jaccard")
+DISTANCE_METRICS = ("hd95", "asd")
 """Stored as fractions, printed in % as the papers do."""
 HEADERS = {"dice": "DSC", "jaccard": "Jaccard", "hd95": "HD95", "asd": "ASD"}
 NOT_SIGNIFICANT_MARK = "†"
@@ -318,9 +319,6 @@ def protocol_text(records: Sequence[RunRecord]) -> str:
 
 ZERO_DISTANCE_POLICIES = ("ssl4mis", "zero")
 """Policies that score an empty prediction's HD95/ASD as 0, i.e. as perfect."""
-
-
-DISTANCE_METRICS = ("hd95", "asd")
 
 
 def flattered_rows(tables: GroupTables) -> dict[str, tuple[int, int]]:
