@@ -283,7 +283,9 @@ def _time_unit(seconds: float) -> tuple[float, str]:
 def plot_cost(tables: GroupTables, folder: Path) -> list[Path]:
     settings = _trained_settings(tables)
     summary = tables.summary[tables.summary["labels"].isin({s.text for s in settings})]
-    summary = summary[np.isfinite(summary["wall_seconds_mean"]) & (summary["wall_seconds_mean"] > 0)]
+    timed = np.isfinite(summary["wall_seconds_mean"]) & (summary["wall_seconds_mean"] > 0)
+    untimed = sorted(set(summary.loc[~timed, "method"]))
+    summary = summary[timed]
     if summary.empty:
         return []
     palette = method_palette(tables.summary["method"])
@@ -298,8 +300,11 @@ def plot_cost(tables: GroupTables, folder: Path) -> list[Path]:
         front = pareto_front(costs, scores)
         front_costs = [costs[i] for i in front]
         front_scores = [scores[i] for i in front]
-        axes.step(front_costs, front_scores, where="post", color="0.4", linewidth=1.2, linestyle="--", zorder=1)
-        handles["Pareto front"] = axes.lines[-1]
+        # Open rings mark the front's points, so a front of one point (one method both cheapest and best)
+        # is visible too.
+        handles["Pareto front"] = axes.plot(
+            front_costs, front_scores, drawstyle="steps-post", color="0.4", linewidth=1.2, linestyle="--",
+            marker="o", markersize=13, markerfacecolor="none", markeredgewidth=1.2, zorder=1)[0]
         for (_, row), cost, score in zip(panel.iterrows(), costs, scores):
             std = row["dice_std"] * 100.0 if np.isfinite(row["dice_std"]) else 0.0
             container = axes.errorbar(cost, score, yerr=std, fmt="o", markersize=7, color=palette[row["method"]],
@@ -312,6 +317,8 @@ def plot_cost(tables: GroupTables, folder: Path) -> list[Path]:
     ordered = sorted(name for name in handles if name != "Pareto front") + ["Pareto front"]
     _legend_outside(figure, [handles[name] for name in ordered], ordered)
     figure.suptitle(f"{tables.key.dataset}: accuracy vs training cost (mean ± std over seeds)")
+    if untimed:
+        figure.supxlabel(f"Not shown, no complete wall time: {', '.join(untimed)}", fontsize="small", color="0.3")
     return save_figure(figure, folder / "cost")
 
 
