@@ -230,7 +230,7 @@ def method_params(args: argparse.Namespace, methods: Sequence[str]) -> dict[str,
     An experiment file describes a whole sweep, so its settings for methods that ``--methods`` leaves out
     are checked and then set aside (running one row of a published sweep must work); a ``--params`` file
     or ``--set`` for a method that is not run is an error, as it is most likely a mistake."""
-    from bench.tune import load_params_file, parse_overrides
+    from bench.overrides import load_params_file, parse_overrides
 
     merged: dict[str, dict] = {}
     experiment = getattr(args, "inline_params", None) or {}

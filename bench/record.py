@@ -58,8 +58,15 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+GIT_COMMIT_VARIABLE = "BENCH_GIT_COMMIT"
+"""Names the commit when the source is a copy without git metadata (a tree sent to a remote GPU machine)."""
+
+
 def git_commit() -> str | None:
-    """The commit of the harness source, with ``+dirty`` when the tree has uncommitted changes."""
+    """The commit of the harness source, with ``+dirty`` when the tree has uncommitted changes.
+
+    Where the source is not a git checkout, ``$BENCH_GIT_COMMIT`` (set by whoever copied the tree) is
+    recorded, marked ``(declared)`` so a reader knows git did not confirm it."""
     source = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
@@ -69,7 +76,8 @@ def git_commit() -> str | None:
             ["git", "status", "--porcelain", "--untracked-files=no"], cwd=source, capture_output=True, text=True, timeout=10
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
+        declared = os.environ.get(GIT_COMMIT_VARIABLE, "").strip()
+        return f"{declared} (declared)" if declared else None
     return commit + ("+dirty" if dirty else "")
 
 

@@ -206,3 +206,38 @@ def test_supervised_lower_bound_fills_the_whole_batch_with_labeled_images(tmp_pa
                for method in ("supervised", "mean-teacher")}
     assert budgets["mean-teacher"]["labeled_batch"] == 2 and budgets["mean-teacher"]["unlabeled_batch"] == 2
     assert budgets["supervised"]["labeled_batch"] == 4
+
+
+def test_a_copied_source_without_git_records_the_declared_commit(tmp_path, monkeypatch):
+    """A tree sent to a remote machine has no .git: git cannot name its commit, the sender can."""
+    import importlib.util
+    import shutil
+
+    import bench.record
+
+    copy = tmp_path / "copy" / "bench"
+    copy.mkdir(parents=True)
+    shutil.copy(bench.record.__file__, copy / "record.py")
+    spec = importlib.util.spec_from_file_location("copied_record", copy / "record.py")
+    copied = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copied)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # never find a repository above the copy
+    monkeypatch.delenv(copied.GIT_COMMIT_VARIABLE, raising=False)
+    assert copied.git_commit() is None
+    monkeypatch.setenv(copied.GIT_COMMIT_VARIABLE, "af6ec90")
+    assert copied.git_commit() == "af6ec90 (declared)"
+    assert bench.record.git_commit() != "af6ec90 (declared)"  # a real checkout asks git, not the variable
+
+
+def test_bench_run_does_not_need_optuna(tmp_path):
+    """Only ``bench tune`` needs Optuna: a machine without it (a bare GPU image) can still run sweeps."""
+    script = textwrap.dedent(f"""
+        import sys
+        from bench.cli import main
+        code = main(["run", "--methods", "supervised", "--labels", "2", "--out", {str(tmp_path)!r},
+                     "--budget", "smoke", "--no-progress", "--no-estimate", "--set", "supervised.ce_weight=0.4"])
+        assert code == 0, code
+        assert "optuna" not in sys.modules, "bench run imported optuna"
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]

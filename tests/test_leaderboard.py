@@ -171,6 +171,21 @@ def test_mixed_budgets_datasets_and_policies_are_never_averaged(tmp_path):
     assert "acdc/quick/ssl4mis/leaderboard.md" in (tmp_path / "out" / "index.md").read_text()
 
 
+def test_mixed_precision_runs_form_their_own_row(tmp_path):
+    """A bf16 seed is a different experiment from fp32 seeds of the same method: never averaged with them."""
+    runs = tmp_path / "runs"
+    write_run(runs, [0.8, 0.8], method="cpc-sam", seed=0)
+    bf16 = write_run(runs, [0.4, 0.4], method="cpc-sam", seed=1)
+    summary = json.loads((bf16 / "summary.json").read_text())
+    summary["config"]["precision"] = "bf16"
+    (bf16 / "summary.json").write_text(json.dumps(summary))
+    build_leaderboard([runs], tmp_path / "out", plots=False, log=lambda _: None)
+    table = pd.read_csv(tmp_path / "out" / "acdc" / "paper" / "ssl4mis" / "summary.csv").set_index("method")
+    assert table.loc["cpc-sam", "dice_mean"] == pytest.approx(0.8)
+    assert table.loc["cpc-sam [bf16-autocast]", "dice_mean"] == pytest.approx(0.4)
+    assert set(table["num_seeds"]) == {1}
+
+
 def test_unusable_runs_are_listed_and_left_out(tmp_path):
     runs = tmp_path / "runs"
     write_run(runs, [0.8, 0.7])
@@ -471,3 +486,26 @@ def test_a_resumed_run_that_timed_only_its_last_part_has_no_wall_time(tmp_path):
     assert long.loc[0, "wall_seconds"] == 1000.0 and long.loc[2, "wall_seconds"] == 1200.0
     assert np.isnan(long.loc[1, "wall_seconds"]) and np.isnan(long.loc[1, "train_seconds"])
     assert pd.read_csv(folder / "summary.csv").iloc[0]["wall_seconds_mean"] == pytest.approx(1100.0)
+
+
+def test_wall_times_of_different_devices_are_never_averaged(tmp_path):
+    """A row whose seeds ran on a CPU and on a GPU has no mean cost; rows on one device keep theirs, and
+    the cost figure still draws (one Pareto front per device)."""
+    runs = tmp_path / "runs"
+    for seed, (device, seconds) in enumerate((("cpu", 1000.0), ("NVIDIA H200", 60.0))):
+        mixed = write_run(runs, [0.7, 0.8], method="cps", seed=seed, wall_seconds=seconds)
+        summary = json.loads((mixed / "summary.json").read_text())
+        summary["device"] = device
+        (mixed / "summary.json").write_text(json.dumps(summary))
+    gpu_only = write_run(runs, [0.6, 0.7], method="bcp", wall_seconds=30.0)
+    summary = json.loads((gpu_only / "summary.json").read_text())
+    summary["device"] = "NVIDIA H200"
+    (gpu_only / "summary.json").write_text(json.dumps(summary))
+    write_run(runs, [0.5, 0.6], method="supervised", wall_seconds=500.0)
+    build_leaderboard([runs], tmp_path / "out", log=lambda _: None)
+    folder = tmp_path / "out" / "acdc" / "paper" / "ssl4mis"
+    table = pd.read_csv(folder / "summary.csv").set_index("method")
+    assert table.loc["cps", "device"] == "NVIDIA H200;cpu" and np.isnan(table.loc["cps", "wall_seconds_mean"])
+    assert table.loc["bcp", "device"] == "NVIDIA H200" and table.loc["bcp", "wall_seconds_mean"] == pytest.approx(30.0)
+    assert table.loc["supervised", "wall_seconds_mean"] == pytest.approx(500.0)
+    assert (folder / "figures" / "cost.png").is_file()

@@ -94,7 +94,13 @@ class RunRecord:
 
     @property
     def flags(self) -> tuple[str, ...]:
-        return tuple(sorted(self.summary.get("flags") or ()))
+        """The method's result flags, plus ``<precision>-autocast`` for a mixed-precision run, so runs in
+        bf16/fp16 form their own row instead of being averaged with full-precision seeds."""
+        flags = set(self.summary.get("flags") or ())
+        precision = (self.summary.get("config") or {}).get("precision") or "no"
+        if precision != "no":
+            flags.add(f"{precision}-autocast")
+        return tuple(sorted(flags))
 
     @property
     def variant(self) -> str:

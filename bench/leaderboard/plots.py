@@ -7,7 +7,8 @@
 * ``spread``: one box per table row (label budget x method) of the per-case Dice averaged over seeds,
   the cases as dots and each seed's mean as a black diamond: case spread and seed spread side by side.
 * ``cost``: mean Dice against mean wall time per run (log axis), with the Pareto front (no other
-  method both cheaper and better).
+  method both cheaper and better).  Runs on different devices (a CPU, a GPU) get their own marker and
+  their own front: their seconds measure different machines, not different methods.
 * ``qualitative_<labels>`` (PNG only: its panels are raster images): the same test slices for every
   method: the image, the ground truth and each method's prediction as coloured overlays.  It needs
   each run's ``predictions.npz`` and the dataset's test cases; without them it is skipped with a
@@ -280,6 +281,10 @@ def _time_unit(seconds: float) -> tuple[float, str]:
     return 1.0, "s"
 
 
+DEVICE_MARKERS = ("o", "s", "^", "D", "v")
+DEVICE_FRONT_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))
+
+
 def plot_cost(tables: GroupTables, folder: Path) -> list[Path]:
     settings = _trained_settings(tables)
     summary = tables.summary[tables.summary["labels"].isin({s.text for s in settings})]
@@ -289,36 +294,45 @@ def plot_cost(tables: GroupTables, folder: Path) -> list[Path]:
     if summary.empty:
         return []
     palette = method_palette(tables.summary["method"])
+    devices = sorted(set(summary["device"]))
+    marker = {device: DEVICE_MARKERS[i % len(DEVICE_MARKERS)] for i, device in enumerate(devices)}
+    front_style = {device: DEVICE_FRONT_STYLES[i % len(DEVICE_FRONT_STYLES)] for i, device in enumerate(devices)}
     divisor, unit = _time_unit(float(summary["wall_seconds_mean"].max()))
     figure = Figure(figsize=(min(16, 4.8 * min(3, len(settings))) + 1.6, 3.6 * (-(-len(settings) // 3))),
                     layout="constrained")
     handles: dict[str, object] = {}
+    fronts: dict[str, object] = {}
     for axes, setting in zip(_panel_grid(figure, len(settings)), settings):
         panel = summary[summary["labels"] == setting.text].sort_values("method")
         costs = list(panel["wall_seconds_mean"] / divisor)
         scores = list(panel["dice_mean"] * 100.0)
-        front = pareto_front(costs, scores)
-        front_costs = [costs[i] for i in front]
-        front_scores = [scores[i] for i in front]
-        # Open rings mark the front's points, so a front of one point (one method both cheapest and best)
-        # is visible too.
-        handles["Pareto front"] = axes.plot(
-            front_costs, front_scores, drawstyle="steps-post", color="0.4", linewidth=1.2, linestyle="--",
-            marker="o", markersize=13, markerfacecolor="none", markeredgewidth=1.2, zorder=1)[0]
+        for device in devices:
+            members = [i for i, row_device in enumerate(panel["device"]) if row_device == device]
+            if not members:
+                continue
+            front = [members[i] for i in pareto_front([costs[i] for i in members], [scores[i] for i in members])]
+            # Open rings mark the front's points, so a front of one point (one method both cheapest and
+            # best) is visible too.
+            fronts[device] = axes.plot(
+                [costs[i] for i in front], [scores[i] for i in front], drawstyle="steps-post", color="0.4",
+                linewidth=1.2, linestyle=front_style[device], marker=marker[device], markersize=13,
+                markerfacecolor="none", markeredgewidth=1.2, zorder=1)[0]
         for (_, row), cost, score in zip(panel.iterrows(), costs, scores):
             std = row["dice_std"] * 100.0 if np.isfinite(row["dice_std"]) else 0.0
-            container = axes.errorbar(cost, score, yerr=std, fmt="o", markersize=7, color=palette[row["method"]],
-                                      capsize=3, zorder=3)
+            container = axes.errorbar(cost, score, yerr=std, fmt=marker[row["device"]], markersize=7,
+                                      color=palette[row["method"]], capsize=3, zorder=3)
             handles.setdefault(row["method"], container)
         _log_axis(axes, costs)
         axes.set_xlabel(f"Wall time per run ({unit}, log scale)")
         axes.set_ylabel("Dice (%)")
         axes.set_title(f"#Lab {setting.text}")
-    ordered = sorted(name for name in handles if name != "Pareto front") + ["Pareto front"]
-    _legend_outside(figure, [handles[name] for name in ordered], ordered)
+    ordered = sorted(handles)
+    labels = ordered + [f"Pareto front{f' ({device})' if len(devices) > 1 else ''}" for device in fronts]
+    _legend_outside(figure, [handles[name] for name in ordered] + list(fronts.values()), labels)
     figure.suptitle(f"{tables.key.dataset}: accuracy vs training cost (mean ± std over seeds)")
     if untimed:
-        figure.supxlabel(f"Not shown, no complete wall time: {', '.join(untimed)}", fontsize="small", color="0.3")
+        figure.supxlabel(f"Not shown, no complete wall time on one device: {', '.join(untimed)}", fontsize="small",
+                         color="0.3")
     return save_figure(figure, folder / "cost")
 
 

@@ -150,8 +150,11 @@ def build_group_tables(key: GroupKey, records: Sequence[RunRecord]) -> GroupTabl
             if metric == "dice":
                 case_dice[(setting, variant)] = cases
                 row["num_cases"] = int(cases.notna().sum())
+        devices = sorted({str(r.summary.get("device") or "not recorded") for r in members})
+        row["device"] = ";".join(devices)
         walls = [wall_seconds(r.summary) for r in members if wall_time_complete(r.summary)]
-        row["wall_seconds_mean"] = float(np.mean(walls)) if walls else float("nan")
+        # Seconds on a CPU and on a GPU do not average into a cost of anything.
+        row["wall_seconds_mean"] = float(np.mean(walls)) if walls and len(devices) == 1 else float("nan")
         summary_rows.append(row)
     summary = pd.DataFrame(summary_rows)
     significance = _significance(summary, case_dice)
@@ -165,7 +168,7 @@ def build_group_tables(key: GroupKey, records: Sequence[RunRecord]) -> GroupTabl
                 "num_seeds", "seeds", "num_cases"]
                + [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "ci_low", "ci_high")]
                + [f"dice_{name}_{s}" for name in class_names for s in ("mean", "std")]
-               + ["wall_seconds_mean", "num_paired_cases", "wilcoxon_statistic", "p_value", "p_holm", "significant"])
+               + ["wall_seconds_mean", "device", "num_paired_cases", "wilcoxon_statistic", "p_value", "p_holm", "significant"])
     summary = summary[ordered]
     for column, value in (("dataset", key.dataset), ("budget", key.budget), ("empty_policy", key.empty_policy),
                           ("distance_unit", key.distance_unit))[::-1]:
