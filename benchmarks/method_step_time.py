@@ -17,6 +17,11 @@ CPU finishes in a few minutes; pass ``--patch 256`` on a GPU for the paper's inp
     python benchmarks/method_step_time.py                       # classic methods, 5 steps, 128x128
     python benchmarks/method_step_time.py --methods urpc,mc-net-plus --steps 10
     python benchmarks/method_step_time.py --all --patch 256     # SAM methods too (needs their checkpoints)
+    python benchmarks/method_step_time.py --all --flops --steps 1 --labeled-batch 8 --unlabeled-batch 8
+
+``--flops`` counts instead of timing (``torch.utils.flop_counter``: 2 x multiply-adds of convolutions,
+matrix products and attention, forward and backward, per training step): the device-independent size
+of a sweep, to set against an accelerator's sustained rate before booking time on it.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from typing import Sequence
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from torch.utils.flop_counter import FlopCounterMode
 
 from bench.execute import budget_for, build_method, build_streams, dataset_for, labeled_case_ids
 from bench.networks import count_parameters
@@ -58,6 +64,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--labels", default="4", help="labeled synthetic cases (default: 4)")
     parser.add_argument("--precision", choices=("no", "fp16", "bf16"), default="no")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--flops", action="store_true",
+                        help="report GFLOP per training step (forward + backward) instead of milliseconds")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps {args.steps}: need at least one timed step")
@@ -86,8 +94,8 @@ def selected_methods(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 
 def time_method(name: str, args: argparse.Namespace) -> tuple[float, int, str]:
-    """Seconds per step, trainable parameter count and images per step (labeled+unlabeled) of one method,
-    built as ``bench run`` builds it."""
+    """Seconds (or, with ``--flops``, FLOPs) per step, trainable parameter count and images per step
+    (labeled+unlabeled) of one method, built as ``bench run`` builds it."""
     method_cls = METHODS.get(name)
     labels = "all" if method_cls.trains_on_all_labels else args.labels
     # A one-iteration schedule puts every timed step past the phase switches that sit at a fraction of
@@ -105,9 +113,17 @@ def time_method(name: str, args: argparse.Namespace) -> tuple[float, int, str]:
     labeled, unlabeled = build_streams(adapter, labeled_case_ids(spec, adapter, method_cls), method_cls, budget, spec.seed)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=spec.precision)
     method.train()
+    if args.flops:
+        # Counting slows every operation down, so the count replaces the timing rather than joining it.
+        with FlopCounterMode(display=False) as counter:
+            time_steps(method, accelerator, labeled, unlabeled, args.steps, budget.iterations)
+        return counter.get_total_flops() / (args.steps + 1), count_parameters(method), _images(method_cls, budget)
     seconds = time_steps(method, accelerator, labeled, unlabeled, args.steps, budget.iterations)
-    images = f"{budget.labeled_batch}+{budget.unlabeled_batch if method_cls.unlabeled_views else 0}"
-    return seconds, count_parameters(method), images
+    return seconds, count_parameters(method), _images(method_cls, budget)
+
+
+def _images(method_cls: type, budget) -> str:
+    return f"{budget.labeled_batch}+{budget.unlabeled_batch if method_cls.unlabeled_views else 0}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,29 +132,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     print(f"{args.labeled_batch} labeled + {args.unlabeled_batch} unlabeled images (the supervised baselines: "
           f"{args.labeled_batch + args.unlabeled_batch} labeled), {args.patch}x{args.patch}, "
-          f"{args.steps} timed steps after 1 warm-up, {device}", flush=True)
+          f"{args.steps} {'counted' if args.flops else 'timed'} steps after 1 warm-up, {device}", flush=True)
+    unit, scale = ("GFLOP/step", 1e-9) if args.flops else ("ms/step", 1000.0)
 
     rows: list[tuple[str, float, int, str]] = []
     failures: list[str] = []
     started = time.perf_counter()
     for name in names:
         try:
-            seconds, parameters, images = time_method(name, args)
+            cost, parameters, images = time_method(name, args)
         except KeyboardInterrupt:  # Ctrl-C still prints the table of the methods timed so far
             notes.append(f"{name} and after: interrupted")
             break
         except Exception as error:  # one broken method must not hide the others' timings
             failures.append(f"{name}: {type(error).__name__}: {error}")
             continue
-        rows.append((name, seconds, parameters, images))
-        print(f"  {name}: {1000 * seconds:.0f} ms/step", file=sys.stderr, flush=True)
+        rows.append((name, cost, parameters, images))
+        print(f"  {name}: {scale * cost:.0f} {unit}", file=sys.stderr, flush=True)
 
-    reference = {name: seconds for name, seconds, _, _ in rows}.get(REFERENCE)
+    reference = {name: cost for name, cost, _, _ in rows}.get(REFERENCE)
     width = max([len("method")] + [len(name) for name, _, _, _ in rows])
-    print(f"\n{'method':<{width}}  {'images':>7}  {'ms/step':>9}  {'x ' + REFERENCE:>13}  {'trainable (M)':>13}")
-    for name, seconds, parameters, images in rows:
-        ratio = f"{seconds / reference:.2f}" if reference else "-"
-        print(f"{name:<{width}}  {images:>7}  {1000 * seconds:>9.0f}  {ratio:>13}  {parameters / 1e6:>13.2f}")
+    print(f"\n{'method':<{width}}  {'images':>7}  {unit:>10}  {'x ' + REFERENCE:>13}  {'trainable (M)':>13}")
+    for name, cost, parameters, images in rows:
+        ratio = f"{cost / reference:.2f}" if reference else "-"
+        print(f"{name:<{width}}  {images:>7}  {scale * cost:>10.0f}  {ratio:>13}  {parameters / 1e6:>13.2f}")
     print(f"\n{len(rows)} method(s) in {time.perf_counter() - started:.0f} s")
     for note in notes:
         print(f"skipped {note}")
