@@ -13,7 +13,7 @@
 # * each SAM fine-tuning method in its own process, 3 labeled patients then 1 and 7, seeds 0-2 in order,
 #   with bf16 autocast (--precision bf16; their rows are flagged bf16-autocast): one seed of the six
 #   methods is ~21 PFLOP of training (1,000 steps; `benchmarks/method_step_time.py --flops` counted
-#   154-813 GFLOP per step at 1+1 images, scaled here to 8+8), more than a few minutes of fp32 hold;
+#   154-799 GFLOP per step at 1+1 images, x 8 for 8+8), more than a few minutes of fp32 hold;
 # * the classic rows the CPU sweep has not reached (cps at 7; ua-mt, unimatch and semisam at 1 and 7),
 #   in fp32 like the rest of the table, two at a time.
 # $REHEARSAL_ARGS, if set, is appended to every `bench run` (e.g. "--iters 2 --sam-model tiny
