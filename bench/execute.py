@@ -203,6 +203,8 @@ def execute_run(spec: RunSpec, out: Path, show_progress: bool = True) -> dict:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / FAILURE_FILE).unlink(missing_ok=True)
     started = time.perf_counter()
+    # The source as the run loads it: the tree may change (commits, edits) while a long run trains.
+    source_commit = git_commit()
     earlier_seconds: float | None = 0.0
     method_cls = METHODS.get(spec.method)
     adapter = dataset_for(spec)
@@ -250,7 +252,8 @@ def execute_run(spec: RunSpec, out: Path, show_progress: bool = True) -> dict:
     write_csv_atomic(directory / "per_case.csv", rows)
     save_predictions(directory / PREDICTIONS_FILE, predictions)
     summary = summarize_run(spec, rows, adapter, method_cls, budget, labeled_ids, training, flags,
-                            time.perf_counter() - started + (earlier_seconds or 0.0), accelerator.device)
+                            time.perf_counter() - started + (earlier_seconds or 0.0), accelerator.device,
+                            source_commit)
     write_json_atomic(directory / SUMMARY_FILE, summary)
     (directory / CHECKPOINT_FILE).unlink(missing_ok=True)
     return summary
@@ -279,6 +282,7 @@ def summarize_run(
     flags: list[str],
     wall_seconds: float,
     device: torch.device,
+    source_commit: str | None,
 ) -> dict:
     """Means over cases derived from the per-case rows (which stay the primary record)."""
     table = pd.DataFrame(rows)
@@ -318,5 +322,5 @@ def summarize_run(
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "hardware": hardware_description(device),
         "versions": package_versions(),
-        "git_commit": git_commit(),
+        "git_commit": source_commit,
     }

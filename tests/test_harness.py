@@ -241,3 +241,22 @@ def test_bench_run_does_not_need_optuna(tmp_path):
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_a_run_records_the_commit_it_started_from(tmp_path, monkeypatch, smoke_args):
+    """A run can train for hours while the checkout moves on; its summary names the source it loaded."""
+    import bench.execute
+
+    checkout = {"commit": "commit-at-start"}
+    monkeypatch.setattr(bench.execute, "git_commit", lambda: checkout["commit"])
+    train_method = bench.execute.train_method
+
+    def training_while_the_checkout_moves_on(*args, **kwargs):
+        result = train_method(*args, **kwargs)
+        checkout["commit"] = "a-later-commit"
+        return result
+
+    monkeypatch.setattr(bench.execute, "train_method", training_while_the_checkout_moves_on)
+    assert main(["run", "--methods", "supervised", "--labels", "2", "--out", str(tmp_path), *smoke_args]) == 0
+    summary = json.loads(next(tmp_path.rglob("summary.json")).read_text())
+    assert summary["git_commit"] == "commit-at-start"
