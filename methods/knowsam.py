@@ -22,7 +22,9 @@ and unlabeled images.  The sections of §III, in the order ``training_step`` com
   ``L_ent`` the mean entropy of both sub-networks (Eq. 13), ``L_total = L_sup + L_kd + lambda_e L_ent +
   lambda_m L_mut`` (Eq. 14) with ``lambda_e = 0.9`` and ``lambda_m(t) = beta exp(-5 (1 - t / t_max)^2)``,
   ``beta = 1`` (§IV-B); SAM's ``L_sam`` is added, its gradient reaching SAM and ``psi`` only.  At test
-  time ``Y_f`` is the segmentation (§IV-B).
+  time ``Y_f`` is the segmentation (§IV-B; the comparison with SemiSAM and CPC-SAM in §IV-E2 says
+  instead that "the outputs from the UNet model are regarded as the segmentation maps", §IV-B's
+  ``Y_f`` is used).
 
 Details the paper leaves open, taken from the official code (taozh2017/KnowSAM ``trainer.py``,
 ``Model/model.py``, ``Model/prompt.py``, ``Model/discriminator.py``, ``train_semi_SAM_ACDC.py``):
@@ -46,12 +48,16 @@ Details the paper leaves open, taken from the official code (taozh2017/KnowSAM `
 * ``L_mut`` is a soft cross-entropy against the other network's detached probabilities (the code's
   ``loss_diff1/2``: BCE against the detached other map; for two classes the same thing).
 * ``L_kd``: the code's ``KDLoss(T=10)``, Hinton's ``T^2 KL(softmax(q_s / T) || softmax(q / T))`` per
-  pixel, averaged over pixels (§III-C gives no value of T).
+  pixel, averaged over pixels.  §III-C gives no value of T, and Eq. 10 has no ``T^2`` factor: with
+  T = 10 the code's term, used here, is 100 times the literal Eq. 10 next to ``L_sup`` (weight 1 in
+  Eq. 14 for both).
 * UGDA starts after 12,000 of the code's 50,000 iterations (24 % of training), pairs labeled image
   ``i`` with unlabeled image ``i``, and trains the mixed batch with ``SEG`` on both sub-networks and
   ``Y_f`` against the mixed labels, ``lambda_e`` times their entropy, and ``lambda_m`` times ``L_mut``
   plus a ``SEG`` of both sub-networks against ``argmax Y_f`` on the mixed unlabeled images.  No
-  distillation on mixed images.
+  distillation on mixed images.  That last ``SEG`` departs from the text, which uses SAM's output as
+  the only pseudo-label (§III-D) and says "there is no supervised loss for unlabeled data" (§III-E);
+  the code's ``mix_up`` adds it, and so does this module.
 * Optimisers: SGD (lr 0.01, momentum 0.9, weight decay 1e-4) for the sub-networks and HAM, Adam (lr
   1e-4) for SAM's trainable parameters and ``psi`` (§IV-B), both decayed as ``lr (1 - t / T)``.
 * SAM's input: the [0, 1] image at 256 px (``--image_size 256``; the code feeds its image encoder the

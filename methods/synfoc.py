@@ -21,7 +21,7 @@ The paper's method (§3.1-3.4) in the order :meth:`SynFoC.training_step` compute
    difference of their softmax maps.  Gradients reach both students in both terms.
 7. Total (Eq. 2): ``L = L_x + lambda(t) (L_u + L_c + L_d)``, ``L_x`` = CE + Dice of each student on the
    labeled weak images; after each step both teachers become EMAs of their students (§3.1; SAM's EMA
-   covers what trains -- LoRA, prompt encoder, mask decoder -- §3.3).
+   covers what trains, see the prompt-encoder point below).
 
 Where this module departs from the paper's text, it follows the official code (MQinghe/SynFoC,
 ``code/train.py``, the run of its README: ``--AdamW --warmup --model MedSAM``):
@@ -35,6 +35,14 @@ Where this module departs from the paper's text, it follows the official code (M
 * Eq. 9 sums the two students' entropies; the code averages them (``/ 2``).  The average is used.
   Eq. 10's leading minus sign is a typo (it would maximise the disagreement); the squared difference
   is minimised, as in the code.
+* §3.3 trains (and averages) only the LoRA of the image encoder and the mask decoder; the code also
+  trains and averages the prompt encoder (``update_SAM_ema_variables``), as this module does.  With no
+  prompts only its ``no_mask_embed`` vector (256 numbers) receives gradients.
+* Eq. 7 reads ``W_c = 1(max P^EN_w >= tau)`` everywhere; the code sets the mask to 1 inside the pasted
+  box (``unet_size_mask[box == 1] = 1``: the pasted pixels carry ground truth), as this module does.
+* Eq. 9-10 normalise by ``S = W H C`` with ``C`` the foreground classes (§3.1); the code's ``.mean()``
+  runs over all ``C + 1`` channels, background included, as this module's does (for a binary task
+  ``L_c`` and ``L_d`` are half the literal value).
 * The copy-paste box ``M`` is UniMatch's CutMix box with probability 1 (``obtain_cutmix_box(p=1.0)``,
   area 2-40 % of the image), one per image; labeled image ``i`` is pasted onto unlabeled image ``i``.
 * Self/mutual confidence use the code's smoothed per-class Dice (``metrics.dice_coefficient_numpy``:
@@ -43,7 +51,9 @@ Where this module departs from the paper's text, it follows the official code (M
 * Learning rates are constant: the official loop never changes them (with ``--warmup`` the SAM rate
   stays at ``base_lr / warmup_period``).
 * Resolutions (§3.5 "interpolation is used to align the resolutions"): SAM's supervised and unlabeled
-  losses are computed at its decoder's low resolution against nearest-resized targets, as in the code;
+  losses are computed at its decoder's low resolution against nearest-resized targets.  For ``L_x``
+  that is the code's choice; for the unlabeled targets ``Q_c`` the code instead resizes the ensembled
+  probabilities bilinearly and then takes argmax and threshold, which differs at class boundaries;
   ensembling, confidences and Eq. 8-10 are computed at the U-Net's resolution (the patch), with SAM's
   probabilities resized bilinearly (the code resizes the student's with nearest neighbours there).
 * The U-Net is the harness's SSL4MIS U-Net (the ACDC setting), not the official Milesial U-Net.

@@ -196,3 +196,86 @@ def test_smoke_run_through_the_cli(tmp_path, smoke_args):
     assert summary["method"] == "knowsam" and summary["family"] == "sam" and RANDOM_INIT_SAM in summary["flags"]
     dice = [value for key, value in summary["metrics"].items() if key.startswith("dice")]
     assert dice and all(math.isfinite(value) for value in dice)
+
+
+def spy_on_step(method: KnowSAM, monkeypatch) -> dict:
+    """Record the co-training outputs and SAM's logits of the next ``training_step``."""
+    captured: dict = {"co_training": []}
+    real_forward, real_sam_prediction = method.co_training.forward, method.sam_prediction
+
+    def forward(*args, **kwargs):
+        captured["co_training"].append(real_forward(*args, **kwargs))
+        return captured["co_training"][-1]
+
+    def sam_prediction(images, fused_logits):
+        captured["sam_logits"] = real_sam_prediction(images, fused_logits)
+        return captured["sam_logits"]
+
+    monkeypatch.setattr(method.co_training, "forward", forward)
+    monkeypatch.setattr(method, "sam_prediction", sam_prediction)
+    return captured
+
+
+def test_total_loss_before_mixing_is_eq_14_written_out(method, monkeypatch):
+    """Eq. 14 + L_sam from the step's own network outputs, with each term written out independently:
+    Eq. 12's SEG sums, Hinton's T^2-scaled KL to SAM's softened map (Eq. 9-10), Eq. 13's entropies
+    weighted by lambda_e = 0.9, Eq. 5's soft cross-entropies weighted by the Gaussian lambda_m(t)."""
+    from bench import ce_dice_loss
+
+    captured = spy_on_step(method, monkeypatch)
+    batch = Batch(labeled_images=images(2, 11), labels=torch.randint(0, NUM_CLASSES, (2, SIZE, SIZE)),
+                  unlabeled={"strong": images(2, 12)})
+    step = method.training_step(batch, Progress(10, 100))
+    (outputs,), sam_logits, labels = captured["co_training"], captured["sam_logits"].detach(), batch.labels
+    a, b, fused = (t.detach() for t in (outputs.logits_a, outputs.logits_b, outputs.fused_logits))
+
+    def seg(logits, target):
+        return ce_dice_loss(logits, target, ce_weight=1.0, dice_weight=1.0)
+
+    def hinton(student, teacher, temperature=10.0):
+        teacher_probs = torch.softmax(teacher / temperature, dim=1)
+        kl = teacher_probs * (torch.log_softmax(teacher / temperature, 1) - torch.log_softmax(student / temperature, 1))
+        return temperature**2 * kl.sum(dim=1).mean()
+
+    def entropy(logits):
+        return torch.special.entr(torch.softmax(logits, dim=1)).sum(dim=1).mean()
+
+    def soft_ce(logits, target_logits):
+        return -(torch.softmax(target_logits, 1) * torch.log_softmax(logits, 1)).sum(dim=1).mean()
+
+    supervised = seg(a[:2], labels) + seg(b[:2], labels) + seg(fused[:2], labels)
+    distillation = hinton(a, sam_logits) + hinton(b, sam_logits)
+    mutual = soft_ce(a, b) + soft_ce(b, a)
+    lambda_m = math.exp(-5 * (1 - 10 / 100) ** 2)
+    expected = (supervised + distillation + 0.9 * (entropy(a) + entropy(b)) + lambda_m * mutual
+                + seg(sam_logits[:2], labels))
+    assert step.logs["loss_mixed"] == 0.0
+    assert step.loss.item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_mixing_pastes_by_the_fused_uncertainty_with_sam_pseudo_labels_and_predict_is_y_f(method, monkeypatch):
+    captured = spy_on_step(method, monkeypatch)
+    real_copy_paste = methods.knowsam.uncertainty_guided_copy_paste
+
+    def copy_paste(*args):
+        captured["copy_paste_args"] = args
+        return real_copy_paste(*args)
+
+    monkeypatch.setattr(methods.knowsam, "uncertainty_guided_copy_paste", copy_paste)
+    batch = Batch(labeled_images=images(2, 13), labels=torch.randint(0, NUM_CLASSES, (2, SIZE, SIZE)),
+                  unlabeled={"strong": images(2, 14)})
+    method.training_step(batch, Progress(30, 100))
+    args = captured["copy_paste_args"]
+    fused = captured["co_training"][0].fused_logits.detach()
+    fused_entropy = torch.special.entr(torch.softmax(fused, dim=1)).sum(dim=1)
+    assert torch.equal(args[3], captured["sam_logits"][2:].detach().argmax(dim=1))  # SAM's argmax labels U
+    torch.testing.assert_close(torch.cat([args[4], args[5]]), fused_entropy, rtol=1e-4, atol=1e-5)
+    assert torch.equal(args[1], batch.labels) and torch.equal(args[2], batch.unlabeled["strong"])
+
+    method.eval()
+    with torch.no_grad():
+        outputs = method.co_training(batch.labeled_images)
+        prediction = method.predict(batch.labeled_images)
+    method.train()
+    assert torch.equal(prediction, outputs.fused_logits)  # §IV-B: Y_f, not either sub-network
+    assert not torch.allclose(prediction, outputs.logits_a) and not torch.allclose(prediction, outputs.logits_b)

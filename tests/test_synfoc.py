@@ -92,8 +92,12 @@ def test_class_agreement_matches_a_written_out_dice_and_ignores_background():
     second = torch.randint(0, NUM_CLASSES, (3, 9, 7), generator=generator)
     assert torch.allclose(class_agreement(first, second, NUM_CLASSES),
                           torch.tensor(reference_agreement(first, second, NUM_CLASSES)))
-    only_background_differs = torch.zeros(1, 4, 4, dtype=torch.long)
-    assert class_agreement(only_background_differs, only_background_differs, NUM_CLASSES) == 1
+    # One pixel is background in the first map and class 1 in the second: class 1 scores
+    # (2*15+1)/(15+16+1), classes 2-3 (absent from both) score 1; background (1/2) is not averaged in.
+    first, second = torch.ones(1, 4, 4, dtype=torch.long), torch.ones(1, 4, 4, dtype=torch.long)
+    first[0, 0, 0] = 0
+    expected = ((2 * 15 + 1) / (15 + 16 + 1) + 1 + 1) / 3
+    assert class_agreement(first, second, NUM_CLASSES).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_ensembled_probabilities_follow_alpha_per_image():
@@ -169,6 +173,7 @@ def test_training_step_pastes_labeled_images_and_labels_through_one_box(monkeypa
         return captured["box"]
 
     def spy_mixing(*args):
+        captured["ensembled"] = args[-1]
         captured["images"], captured["targets"] = real_mixing(*args)
         return captured["images"], captured["targets"]
 
@@ -184,7 +189,10 @@ def test_training_step_pastes_labeled_images_and_labels_through_one_box(monkeypa
     assert torch.equal(captured["images"], expected_images)
     targets = captured["targets"]
     assert torch.equal(targets.labels[box], batch.labels[partner][box])
-    assert torch.all(targets.confidence[box] == 1) and torch.all(targets.confidence[~box] <= 1)
+    ensembled = captured["ensembled"]  # Q^EN_w and max P^EN_w outside the box
+    assert torch.equal(targets.labels[~box], ensembled.labels[~box])
+    assert torch.equal(targets.confidence[~box], ensembled.confidence[~box])
+    assert torch.all(targets.confidence[box] == 1)
 
 
 # ---- Eq. 8-10: consensus-divergence regularisation -----------------------------------------------------------
@@ -312,7 +320,12 @@ def test_synfoc_predicts_with_the_sam_student_and_synfoc_unet_with_the_unet_stud
         method = tiny_synfoc(cls)
         method.eval()
         with torch.no_grad():
-            assert torch.equal(method.predict(images), getattr(method, network)(images))
+            for teacher in (method.sam_teacher, method.unet_teacher):  # a teacher unlike its student
+                for parameter in teacher.parameters():
+                    parameter.add_(0.1 * torch.randn_like(parameter))
+            prediction = method.predict(images)
+            assert torch.equal(prediction, getattr(method, network)(images))
+            assert not torch.allclose(prediction, getattr(method, f"{network}_teacher")(images))
         assert method.predict(images).shape == (2, NUM_CLASSES, 32, 32)
         assert RANDOM_INIT_SAM in method.result_flags and method.family == "sam"
 
