@@ -25,19 +25,23 @@ outputs and ``L_{s,p} = 0.5 Dice + 0.5 CE`` on the four prompted ones:
     L_s = L_s(p_1, y) + L_s(p_2, y) + sum_{k, c/r} L_{s,p}(p_hat_{k,c/r}, y)
     L_total = L_s + lambda_1 L_cross + lambda_2 L_c,   lambda_1 = 0.4, lambda_2 = 0.05  (§3)
 
-Where the paper leaves a detail open, the official code (``trainer_dualmask.py``,
+Where the paper leaves a detail open or reads differently, the official code (``trainer_dualmask.py``,
 ``sam_dualmask_same_prompt_class_random_large.py``) is followed:
 
 * the targets ``p_hat_k`` are hard: ``argmax`` of the detached ensemble of softmax probabilities;
 * every class, background included, gets a point from the same prompt set, labelled with its class id
   in a prompt encoder with ``num_classes + 2`` point embeddings (``prompt_encoder_prompt_class.py``);
 * prompts for labeled images, too, come from the other decoder's prediction (never from the label);
-* the paper's "warm-up period of 5,000 iterations" is, in the code, ``--warm_iter 5000``: the first
-  5,000 iterations train the unprompted outputs on labeled data only (``L_s``'s first two terms); the
-  learning-rate warm-up is ``--warmup_period 250`` (SAMed's), then ``(1 - t / T) ** 0.9`` decay
+* §3 adopts "the same warmup and exponential learning rate decay strategy as [29]" (SAMed) with "the
+  warmup period as 5000 iterations", which reads as a learning-rate warm-up; in the code it is
+  ``--warm_iter 5000``: the first 5,000 iterations train the unprompted outputs on labeled data only
+  (``L_s``'s first two terms); the learning-rate warm-up is ``--warmup_period 250`` (SAMed's), then ``(1 - t / T) ** 0.9`` decay
   (``bench.sam_optimizer``).  Both are stated as fractions of the official run, 10,000 "epochs" of
   ``32 // 6 = 5`` iterations (one labeled ACDC patient, 32 slices, 6 labeled per batch) = 50,000
-  iterations, so a reduced budget keeps their share; the ``paper`` budget is that run.
+  iterations, so a reduced budget keeps their share; the ``paper`` budget is that run.  The code's
+  epoch is ``labeled slices // 6`` iterations, so its run grows with the label budget (3 patients, 68
+  slices: 110,000 iterations, with the same absolute 250 and 5,000); here every label budget gets the
+  50,000 iterations of one patient, and the two phases keep their fractions of it.
 
 Differences from the official code, all forced by or chosen for the harness:
 
@@ -47,6 +51,10 @@ Differences from the official code, all forced by or chosen for the harness:
 * The code supervises the prompted outputs with ``0.8 Dice + 0.2 CE`` (its ``--dice_param``); the
   paper's Eq. 3 (``L_{s,p} = 0.5 Dice + 0.5 CE``) is followed (``prompted_dice_weight``).
 * An absent class gets SAM's "not a point" token rather than a copy of the background point.
+* Every foreground class's point embedding starts from SAM's positive-point embedding
+  (``bench.sam.model.class_prompt_state``); the code loads SAM's four point embeddings by index into
+  the class slots, so there classes 2 and 3 start from SAM's box-corner embeddings (initialisation
+  only; the paper does not mention it).
 * Losses are computed at the label (patch) resolution; the code's decoders output at the 512-px input,
   which there equals the label size.
 """

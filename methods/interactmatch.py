@@ -44,6 +44,16 @@ iterations (§3.1 "we first fine-tune SAM on all labeled data") with SAMed's 250
 warm-up, both as fractions of the paper's 8,000 epochs of 5 iterations (CPC-SAM's ACDC sampler with one
 labeled patient) = 40,000 iterations.  During the supervised-only phase only Eq. 5 is used.  One
 optimizer step minimises ``L_total`` per iteration (CPC-SAM's code takes three).
+
+Further departures from §4.2 and §4.5, each the harness's or CPC-SAM's choice:
+
+* After the warm-up §4.2 decays the learning rate "exponential[ly], consistent with [2]"; [2] (SAMed)
+  and CPC-SAM's code decay it polynomially (power 0.9, ``bench.sam.optim``), which is used here.
+* §4.2 resizes the input images to 512x512; here a slice keeps the harness's patch size (256 px in the
+  ``paper`` budget) and is upsampled to SAM's 512-px input inside the model; losses and prompts are
+  computed at the patch size (as ``methods/cpc_sam.py`` does).
+* §4.5 varies "the number of random points in the ambiguous prompting strategy" without stating the
+  value used; one random point per class is used, matching the one centre point of ``P_d``.
 """
 from __future__ import annotations
 

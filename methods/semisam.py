@@ -47,6 +47,21 @@ train_LA_semisam_mt.py``; ``code_semisam+/``) differs, the choices and why:
   instead, for box-only backbones (LiteMedSAM ignores points, and a run with points on it is flagged).
 * **``lambda_s``.**  Eq. 3's text, ``0.1 e^{-5 t / t_max}``.  The official LA script uses
   ``0.5 * 0.1 * sigmoid_rampup((t_max - t) // 150, 40)``, i.e. ``0.05 e^{-5 (t / t_max)^2}`` as a staircase.
+* **``lambda_c``.**  Eq. 3's text prints ``0.1 e^{-5 (1 - t / t_max)}`` "following the design in related
+  works [14], [16]" (UA-MT and SSL4MIS), whose ramp-up is ``exp(-5 (1 - t / t_rampup)^2)``.  The wrapped
+  framework keeps its own ramp-up unchanged (Mean Teacher's SSL4MIS staircase, ``bench.schedules``), so
+  ``semisam`` and ``mean-teacher`` differ only by the SAM term.  At mid-training the two curves differ
+  by a factor of about 3.5.
+* **A second student pass.**  Eq. 3 uses one ``f_theta(X_j)`` in both consistency terms; here the SAM
+  term's student output (and the prompts) come from the extra forward pass of ``Method.student_logits``
+  (see Cost), so in training mode it sees its own dropout mask and BatchNorm batch statistics, and
+  BatchNorm's running statistics are updated by both passes.
+* **Unprompted classes in a prompted image.**  The paper's LA task has one class.  Here a class without
+  confident pixels gets no SAM mask, so in an image where another class is prompted SAM's label map
+  calls that class's pixels background (or another class), and ``L_con(f, F)`` covers every pixel of
+  the image: the student is pulled towards background where it was unsure of a class.  Not corrected
+  (any correction, such as masking the pixels the student gives to unprompted classes, is not in the
+  paper); the published ``semisam`` runs were trained this way.
 * **2D slices, not SAM-Med3D.**  The paper's SAM-Med3D on LA volumes becomes a 2D SAM on the SSL4MIS ACDC
   slices, the setting of every other method here; SAM is prompted per class since ACDC has three.
 

@@ -162,6 +162,42 @@ def test_total_loss_weights_cross_prompting_and_consistency_by_the_paper_lambdas
     assert any(parameter.grad is not None and parameter.grad.abs().sum() > 0 for parameter in lora)
 
 
+def test_total_loss_is_eq_1_to_3_written_out(monkeypatch):
+    """L_total from the step's own decoder outputs: Eq. 3's 0.8/0.2 unprompted and four 0.5/0.5 prompted
+    terms on the labeled rows, lambda_1 = 0.4 times Eq. 1 and lambda_2 = 0.05 times Eq. 2 on the unlabeled
+    rows, with the hard ensemble targets recomputed here."""
+    import methods.cpc_sam as cpc_sam_module
+
+    captured = {}
+    real_cross_prompt = cpc_sam_module.cross_prompt
+
+    def spy(sam, embeddings, unprompted, recipes, *args, **kwargs):
+        captured["unprompted"] = [logits.detach() for logits in unprompted]
+        captured["prompted"] = real_cross_prompt(sam, embeddings, unprompted, recipes, *args, **kwargs)
+        return captured["prompted"]
+
+    monkeypatch.setattr(cpc_sam_module, "cross_prompt", spy)
+    batch = make_batch()
+    loss = tiny_cpc_sam().training_step(batch, AFTER_WARM_UP).loss
+    unprompted = captured["unprompted"]
+    prompted = [{kind: logits.detach() for kind, logits in outputs.items()} for outputs in captured["prompted"]]
+    labels, lab, unl = batch.labels, slice(0, 2), slice(2, None)
+
+    def unprompted_supervision(logits):
+        return 0.2 * F.cross_entropy(logits, labels) + 0.8 * reference_dice(torch.softmax(logits, 1), labels)
+
+    def ensemble_target(outputs):
+        return ((torch.softmax(outputs["center"], 1) + torch.softmax(outputs["random"], 1)) / 2).argmax(1)[unl]
+
+    targets = [ensemble_target(outputs) for outputs in prompted]
+    supervised = (sum(unprompted_supervision(logits[lab]) for logits in unprompted)
+                  + sum(half_dice_ce(outputs[kind][lab], labels) for outputs in prompted for kind in ("center", "random")))
+    cross = half_dice_ce(unprompted[0][unl], targets[1]) + half_dice_ce(unprompted[1][unl], targets[0])
+    consistency = half_dice_ce(prompted[0]["random"][unl], targets[0]) + half_dice_ce(prompted[1]["random"][unl], targets[1])
+    expected = supervised + 0.4 * cross + 0.05 * consistency
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_prediction_is_the_mean_probability_of_both_unprompted_decoders():
     method = tiny_cpc_sam().eval()
     images = make_batch().labeled_images

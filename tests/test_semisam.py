@@ -121,6 +121,29 @@ def test_an_image_without_a_confident_class_gets_no_sam_loss():
     assert output.logs["sam_prompted_fraction"] == 0.0 and output.logs["loss_sam"] == 0.0
 
 
+def test_the_sam_term_averages_over_the_prompted_images_of_a_mixed_batch(monkeypatch):
+    """Image 1 has no prompt: its squared distance is left out of both the sum and the count."""
+    method = tiny_semisam().eval()
+    batch = tiny_batch()
+    generator = torch.Generator().manual_seed(9)
+    sam_labels = torch.randint(0, NUM_CLASSES, (len(GEOMETRIES), PATCH, PATCH), generator=generator)
+    prompted = torch.tensor([[True, False, True], [False, False, False], [False, True, False]])
+    monkeypatch.setattr(method, "sam_pseudo_labels", lambda *args: (sam_labels, prompted, 0))
+    output = method.training_step(batch, Progress(0, TOTAL_STEPS))
+    with torch.no_grad():
+        probs = torch.softmax(method.network(batch.unlabeled["weak"]), dim=1).numpy()
+    one_hot = np.eye(NUM_CLASSES)[sam_labels.numpy()].transpose(0, 3, 1, 2)
+    per_image = ((probs - one_hot) ** 2).mean(axis=(1, 2, 3))
+    assert output.logs["loss_sam"] == pytest.approx((per_image[0] + per_image[2]) / 2, rel=1e-5)
+    assert output.logs["sam_prompted_fraction"] == pytest.approx(3 / 9)
+
+
+def test_training_mode_leaves_the_frozen_sam_in_eval_mode():
+    method = tiny_semisam(confident=False).train()
+    assert method.network.training and not method.sam.training
+    assert not any(module.training for module in method.sam.modules())
+
+
 def test_cached_embeddings_equal_fresh_ones_and_the_encoder_runs_once_per_slice():
     method = tiny_semisam(confident=False)
     encoded = []
