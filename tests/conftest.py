@@ -31,3 +31,24 @@ def real_data_root(name: str) -> Path:
 def smoke_args():
     """Arguments for an in-process ``bench run`` that finishes in seconds."""
     return ["--budget", "smoke", "--no-progress", "--no-estimate"]
+
+
+@pytest.fixture
+def cross_prompt_outputs(monkeypatch):
+    """``record(module)`` replaces ``module.cross_prompt`` (CPC-SAM, InteractMatch) with a pass-through
+    that keeps the step's unprompted and prompted decoder logits, detached, in the returned dict."""
+
+    def record(module) -> dict:
+        captured: dict = {}
+        real_cross_prompt = module.cross_prompt
+
+        def spy(sam, embeddings, unprompted, recipes, *args, **kwargs):
+            prompted = real_cross_prompt(sam, embeddings, unprompted, recipes, *args, **kwargs)
+            captured["unprompted"] = [logits.detach() for logits in unprompted]
+            captured["prompted"] = [{kind: logits.detach() for kind, logits in outputs.items()} for outputs in prompted]
+            return prompted
+
+        monkeypatch.setattr(module, "cross_prompt", spy)
+        return captured
+
+    return record

@@ -162,25 +162,16 @@ def test_total_loss_weights_cross_prompting_and_consistency_by_the_paper_lambdas
     assert any(parameter.grad is not None and parameter.grad.abs().sum() > 0 for parameter in lora)
 
 
-def test_total_loss_is_eq_1_to_3_written_out(monkeypatch):
+def test_total_loss_is_eq_1_to_3_written_out(cross_prompt_outputs):
     """L_total from the step's own decoder outputs: Eq. 3's 0.8/0.2 unprompted and four 0.5/0.5 prompted
     terms on the labeled rows, lambda_1 = 0.4 times Eq. 1 and lambda_2 = 0.05 times Eq. 2 on the unlabeled
     rows, with the hard ensemble targets recomputed here."""
     import methods.cpc_sam as cpc_sam_module
 
-    captured = {}
-    real_cross_prompt = cpc_sam_module.cross_prompt
-
-    def spy(sam, embeddings, unprompted, recipes, *args, **kwargs):
-        captured["unprompted"] = [logits.detach() for logits in unprompted]
-        captured["prompted"] = real_cross_prompt(sam, embeddings, unprompted, recipes, *args, **kwargs)
-        return captured["prompted"]
-
-    monkeypatch.setattr(cpc_sam_module, "cross_prompt", spy)
+    captured = cross_prompt_outputs(cpc_sam_module)
     batch = make_batch()
     loss = tiny_cpc_sam().training_step(batch, AFTER_WARM_UP).loss
-    unprompted = captured["unprompted"]
-    prompted = [{kind: logits.detach() for kind, logits in outputs.items()} for outputs in captured["prompted"]]
+    unprompted, prompted = captured["unprompted"], captured["prompted"]
     labels, lab, unl = batch.labels, slice(0, 2), slice(2, None)
 
     def unprompted_supervision(logits):

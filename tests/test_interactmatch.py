@@ -137,30 +137,21 @@ def test_pac_target_is_the_detached_ensemble_and_cross_supervision_goes_across_b
     assert grads[0] is None and grads[2] is None and grads[1].abs().sum() > 0 and grads[3].abs().sum() > 0
 
 
-def test_total_loss_is_eq_4_to_7_written_out(monkeypatch):
+def test_total_loss_is_eq_4_to_7_written_out(cross_prompt_outputs, monkeypatch):
     """L_total from the step's own branch outputs: Eq. 5-6 (0.8 Dice + 0.2 CE, labeled rows), lambda_1 = 1
     times the pixel-wise KL from branch 1 to branch 2 over all rows (Eq. 2-3), lambda_2 = 0.4 times Eq. 7
     and lambda_3 = 0.05 times Eq. 1 on the unlabeled rows, with the hard ensemble targets recomputed here;
     before the warm-up ends, Eq. 5 alone."""
     import methods.interactmatch as interactmatch_module
 
-    captured = {}
-    real_cross_prompt = interactmatch_module.cross_prompt
-
-    def spy(sam, embeddings, unprompted, recipes, *args, **kwargs):
-        captured["unprompted"] = [logits.detach() for logits in unprompted]
-        captured["prompted"] = real_cross_prompt(sam, embeddings, unprompted, recipes, *args, **kwargs)
-        return captured["prompted"]
-
-    monkeypatch.setattr(interactmatch_module, "cross_prompt", spy)
+    captured = cross_prompt_outputs(interactmatch_module)
     method, batch = tiny_interactmatch(), make_batch()
     # A random decoder's logits are near zero, where KL is nearly symmetric; scaled up, the KL's direction
     # (which branch teaches) changes the total.
     original_decode = method.sam.decode
     monkeypatch.setattr(method.sam, "decode", lambda *args, **kwargs: 20.0 * original_decode(*args, **kwargs))
     loss = method.training_step(batch, AFTER_WARM_UP).loss
-    unprompted = captured["unprompted"]
-    prompted = [{kind: logits.detach() for kind, logits in outputs.items()} for outputs in captured["prompted"]]
+    unprompted, prompted = captured["unprompted"], captured["prompted"]
     labels, lab, unl = batch.labels, slice(0, 2), slice(2, None)
 
     def supervision(logits):
