@@ -34,11 +34,14 @@ from bench import (
     Batch,
     Method,
     MultiDecoderUNet,
+    OptimizerSpec,
     Progress,
     StepOutput,
     TaskSpec,
     UNetConfig,
     ce_dice_loss,
+    constant_rate,
+    poly_decay,
     register_method,
     ssl4mis_consistency_weight,
 )
@@ -61,6 +64,10 @@ class MCNetPlusParams:
       (``bench.schedule_scaled``; the identity at the paper budget).  The official loop counts
       ``iter_num`` from 1 at this point, which shifts the staircase by one iteration; ignored.
     - ``temperature`` = 0.1: ``--temperature 0.1``, as in ``train_mcnet_2d.sh`` and the README.
+    - ``poly_lr_decay`` = False: the official loop creates ``SGD(lr=0.01, momentum=0.9,
+      weight_decay=1e-4)`` and never changes the rate (no ``lr_ = base_lr * (1 - t / T) ** 0.9`` line,
+      unlike the SSL4MIS scripts).  ``True`` decays it as the SSL4MIS baselines here do, which is what
+      this module did before 2026-11-30 (the ``acdc-quick`` mc-net-plus runs, leaderboards/acdc-quick/STATUS.md).
     - ``detach_pseudo_labels`` = False: the official code writes the sharpened probabilities into a
       buffer with ``y_pseudo_label[idx] = sharpening(...)``, which keeps them in the autograd graph,
       so the consistency loss also moves the decoder that made the pseudo-label.  ``True`` treats them
@@ -73,6 +80,7 @@ class MCNetPlusParams:
     consistency_rampup_epochs: float = 200.0
     iterations_per_epoch: int = 150
     temperature: float = 0.1
+    poly_lr_decay: bool = False
     detach_pseudo_labels: bool = False
 
 
@@ -143,6 +151,12 @@ class MCNetPlus(Method):
         """The first (bilinear) decoder, as the official ``test_2d.py``; running only it skips the
         other two decoders' work."""
         return self.network.decoders[0](self.network.forward_features(images))
+
+    def optimizers(self) -> list[OptimizerSpec]:
+        """The official SGD (lr 0.01, momentum 0.9, weight decay 1e-4), at a constant rate unless
+        ``poly_lr_decay``."""
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        return [OptimizerSpec(optimizer, poly_decay() if self.params.poly_lr_decay else constant_rate)]
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:

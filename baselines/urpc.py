@@ -3,7 +3,8 @@
 Luo, Wang, Liao, Chen, Song, Chen, Zhang, Metaxas, Zhang, "Semi-supervised medical image segmentation
 via uncertainty rectified pyramid consistency", Medical Image Analysis 80 (2022) 102517.
 Official 2D code: HiLab-git/SSL4MIS ``code/train_uncertainty_rectified_pyramid_consistency_2D.py``
-(the training step) and ``code/networks/unet.py`` (``UNet_URDS``, the network).
+(the training step) and ``code/networks/unet.py`` (``UNet_URDS``, the network; see ``upsample`` in
+:class:`URPCParams` for the two versions of that file).
 
 The method, in the order of the training step:
 
@@ -27,7 +28,8 @@ The method, in the order of the training step:
 5. **Total** ``L = L_sup + lambda(t) L_c`` with the SSL4MIS ramp-up
    ``lambda(t) = 0.1 * sigmoid_rampup(t // 150, 200)``.
 
-At test time the main (finest) output is the prediction, as in SSL4MIS ``test_urpc.py``.
+At test time the main (finest) output is the prediction, as SSL4MIS' 2D validation of the URPC network
+does (``val_2D.test_single_volume_ds`` keeps ``output_main``, the first output).
 """
 from __future__ import annotations
 
@@ -66,8 +68,14 @@ class URPCParams:
       The epoch length is stated for that 30k schedule and scaled to the run's length
       (``bench.schedule_scaled``; the identity at the paper budget).
     - ``epsilon`` = 1e-8: the guard in the denominator ``mean(exp(-u)) + 1e-8``.
-    - ``upsample`` = ``"transpose"``: ``UNet_URDS`` builds its ``UpBlock`` with ``bilinear=False``,
-      i.e. 2x2 transposed convolutions, unlike the bilinear plain SSL4MIS ``UNet``.
+    - ``upsample`` = ``"transpose"``: ``UNet_URDS`` (SSL4MIS ``code/networks/unet.py`` at 126084dd)
+      builds its ``UpBlock`` without a ``bilinear`` argument, whose default there is ``False``, i.e.
+      2x2 transposed convolutions, unlike the plain ``UNet``, which passes ``bilinear=True``.  Another
+      version of that file (9c2d4689, where the class is ``UNet_URPC``, the name the training script's
+      ``--model unet_urpc`` asks for) changed ``UpBlock``'s default to ``True``, so that version's URPC
+      up-samples bilinearly, and its coarsest auxiliary head sees element-wise ``F.dropout(x, 0.5)``
+      rather than ``dropout2d``.  This module follows the ``UNet_URDS`` version; ``upsample="bilinear"``
+      gives the other's up-sampling.
     """
 
     ce_weight: float = 0.5

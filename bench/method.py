@@ -102,6 +102,11 @@ def poly_decay(power: float = 0.9) -> Callable[[float], float]:
     return lambda fraction: (1.0 - min(fraction, 1.0)) ** power
 
 
+def constant_rate(fraction: float) -> float:
+    """For official loops that never change the learning rate (MC-Net+, SynFoC)."""
+    return 1.0
+
+
 @dataclass
 class NoParams:
     """For methods without hyper-parameters of their own."""

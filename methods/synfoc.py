@@ -80,6 +80,7 @@ from bench import (
     StepOutput,
     TaskSpec,
     ce_dice_loss,
+    constant_rate,
     cutmix_boxes,
     dice_loss,
     ema_update,
@@ -215,11 +216,6 @@ def divergence_loss(unet_probs: torch.Tensor, sam_probs: torch.Tensor, divergenc
     """Eq. 10: squared difference of the two students' softmax maps over the divergence region,
     normalised by ``S = W H C`` (and the batch); neither side is detached, so each pulls the other."""
     return ((unet_probs - sam_probs) ** 2 * divergence).mean()
-
-
-def constant_rate(fraction: float) -> float:
-    """The official loop never changes either learning rate."""
-    return 1.0
 
 
 @register_method()

@@ -155,3 +155,14 @@ def test_search_space_names_real_hyper_parameters() -> None:
     chosen = {"consistency": 0.3, "temperature": 0.2, "consistency_rampup_epochs": 50.0}
     values = MCNetPlus.search_space(optuna.trial.FixedTrial(chosen))
     assert MCNetPlus.params_from_dict(values) == MCNetPlusParams(**chosen)
+
+
+def test_sgd_keeps_the_official_constant_rate_unless_poly_decay_is_asked_for() -> None:
+    """``train_mcnet_2d.py`` never changes the SGD rate; ``poly_lr_decay`` restores SSL4MIS' decay."""
+    (constant,) = MCNetPlus(MCNetPlusParams(), TINY_TASK).optimizers()
+    group = constant.optimizer.param_groups[0]
+    assert isinstance(constant.optimizer, torch.optim.SGD)
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.01, 0.9, 1e-4)
+    assert [constant.lr_lambda(f) for f in (0.0, 0.5, 0.99)] == [1.0, 1.0, 1.0]
+    (decaying,) = MCNetPlus(MCNetPlusParams(poly_lr_decay=True), TINY_TASK).optimizers()
+    assert decaying.lr_lambda(0.5) == pytest.approx(0.5**0.9)
