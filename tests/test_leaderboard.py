@@ -509,3 +509,25 @@ def test_wall_times_of_different_devices_are_never_averaged(tmp_path):
     assert table.loc["bcp", "device"] == "NVIDIA H200" and table.loc["bcp", "wall_seconds_mean"] == pytest.approx(30.0)
     assert table.loc["supervised", "wall_seconds_mean"] == pytest.approx(500.0)
     assert (folder / "figures" / "cost.png").is_file()
+
+
+def test_wall_times_of_two_cpu_models_or_thread_counts_are_never_averaged(tmp_path):
+    """Both on "cpu", but on two CPU models: the row has no mean cost, and each machine draws its own
+    Pareto front in the cost figure."""
+    runs = tmp_path / "runs"
+    machines = ("AMD EPYC, 2 cores, 2 torch threads x 1 process(es)",
+                "Intel(R) Xeon(R) Processor, 2 cores, 1 torch threads x 1 process(es)")
+    for seed, (hardware, seconds) in enumerate(zip(machines, (600.0, 1500.0))):
+        run = write_run(runs, [0.7, 0.8], method="mc-net-plus", seed=seed, wall_seconds=seconds)
+        summary = json.loads((run / "summary.json").read_text())
+        summary["hardware"] = hardware
+        (run / "summary.json").write_text(json.dumps(summary))
+    write_run(runs, [0.5, 0.6], method="supervised", wall_seconds=500.0)
+    build_leaderboard([runs], tmp_path / "out", log=lambda _: None)
+    folder = tmp_path / "out" / "acdc" / "paper" / "ssl4mis"
+    table = pd.read_csv(folder / "summary.csv").set_index("method")
+    assert table.loc["mc-net-plus", "device"] == "cpu"
+    assert table.loc["mc-net-plus", "hardware"] == ";".join(machines)
+    assert np.isnan(table.loc["mc-net-plus", "wall_seconds_mean"])
+    assert table.loc["supervised", "wall_seconds_mean"] == pytest.approx(500.0)
+    assert (folder / "figures" / "cost.png").is_file()

@@ -7,8 +7,9 @@
 * ``spread``: one box per table row (label budget x method) of the per-case Dice averaged over seeds,
   the cases as dots and each seed's mean as a black diamond: case spread and seed spread side by side.
 * ``cost``: mean Dice against mean wall time per run (log axis), with the Pareto front (no other
-  method both cheaper and better).  Runs on different devices (a CPU, a GPU) get their own marker and
-  their own front: their seconds measure different machines, not different methods.
+  method both cheaper and better).  Runs on different machines (a CPU, a GPU, two CPU models or torch
+  thread counts; the summaries' ``hardware``) get their own marker and their own front: their seconds
+  measure different machines, not different methods.
 * ``qualitative_<labels>`` (PNG only: its panels are raster images): the same test slices for every
   method: the image, the ground truth and each method's prediction as coloured overlays.  It needs
   each run's ``predictions.npz`` and the dataset's test cases; without them it is skipped with a
@@ -281,8 +282,8 @@ def _time_unit(seconds: float) -> tuple[float, str]:
     return 1.0, "s"
 
 
-DEVICE_MARKERS = ("o", "s", "^", "D", "v")
-DEVICE_FRONT_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))
+MACHINE_MARKERS = ("o", "s", "^", "D", "v")
+MACHINE_FRONT_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))
 
 
 def plot_cost(tables: GroupTables, folder: Path) -> list[Path]:
@@ -294,9 +295,9 @@ def plot_cost(tables: GroupTables, folder: Path) -> list[Path]:
     if summary.empty:
         return []
     palette = method_palette(tables.summary["method"])
-    devices = sorted(set(summary["device"]))
-    marker = {device: DEVICE_MARKERS[i % len(DEVICE_MARKERS)] for i, device in enumerate(devices)}
-    front_style = {device: DEVICE_FRONT_STYLES[i % len(DEVICE_FRONT_STYLES)] for i, device in enumerate(devices)}
+    machines = sorted(set(summary["hardware"]))
+    marker = {machine: MACHINE_MARKERS[i % len(MACHINE_MARKERS)] for i, machine in enumerate(machines)}
+    front_style = {machine: MACHINE_FRONT_STYLES[i % len(MACHINE_FRONT_STYLES)] for i, machine in enumerate(machines)}
     divisor, unit = _time_unit(float(summary["wall_seconds_mean"].max()))
     figure = Figure(figsize=(min(16, 4.8 * min(3, len(settings))) + 1.6, 3.6 * (-(-len(settings) // 3))),
                     layout="constrained")
@@ -306,20 +307,20 @@ def plot_cost(tables: GroupTables, folder: Path) -> list[Path]:
         panel = summary[summary["labels"] == setting.text].sort_values("method")
         costs = list(panel["wall_seconds_mean"] / divisor)
         scores = list(panel["dice_mean"] * 100.0)
-        for device in devices:
-            members = [i for i, row_device in enumerate(panel["device"]) if row_device == device]
+        for machine in machines:
+            members = [i for i, row_machine in enumerate(panel["hardware"]) if row_machine == machine]
             if not members:
                 continue
             front = [members[i] for i in pareto_front([costs[i] for i in members], [scores[i] for i in members])]
             # Open rings mark the front's points, so a front of one point (one method both cheapest and
             # best) is visible too.
-            fronts[device] = axes.plot(
+            fronts[machine] = axes.plot(
                 [costs[i] for i in front], [scores[i] for i in front], drawstyle="steps-post", color="0.4",
-                linewidth=1.2, linestyle=front_style[device], marker=marker[device], markersize=13,
+                linewidth=1.2, linestyle=front_style[machine], marker=marker[machine], markersize=13,
                 markerfacecolor="none", markeredgewidth=1.2, zorder=1)[0]
         for (_, row), cost, score in zip(panel.iterrows(), costs, scores):
             std = row["dice_std"] * 100.0 if np.isfinite(row["dice_std"]) else 0.0
-            container = axes.errorbar(cost, score, yerr=std, fmt=marker[row["device"]], markersize=7,
+            container = axes.errorbar(cost, score, yerr=std, fmt=marker[row["hardware"]], markersize=7,
                                       color=palette[row["method"]], capsize=3, zorder=3)
             handles.setdefault(row["method"], container)
         _log_axis(axes, costs)
@@ -327,12 +328,12 @@ def plot_cost(tables: GroupTables, folder: Path) -> list[Path]:
         axes.set_ylabel("Dice (%)")
         axes.set_title(f"#Lab {setting.text}")
     ordered = sorted(handles)
-    labels = ordered + [f"Pareto front{f' ({device})' if len(devices) > 1 else ''}" for device in fronts]
+    labels = ordered + [f"Pareto front{f' ({machine})' if len(machines) > 1 else ''}" for machine in fronts]
     _legend_outside(figure, [handles[name] for name in ordered] + list(fronts.values()), labels)
     figure.suptitle(f"{tables.key.dataset}: accuracy vs training cost (mean ± std over seeds)")
     if untimed:
-        figure.supxlabel(f"Not shown, no complete wall time on one device: {', '.join(untimed)}", fontsize="small",
-                         color="0.3")
+        figure.supxlabel(f"Not shown, no complete wall time on one machine: {', '.join(untimed)}",
+                         fontsize="small", color="0.3")
     return save_figure(figure, folder / "cost")
 
 

@@ -121,6 +121,12 @@ def runs_table(records: Sequence[RunRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def machine(summary: dict) -> str:
+    """What a run's wall time measures: the recorded hardware (CPU model or GPU, torch threads,
+    processes), else the device, so that only seconds of the same machine are compared."""
+    return str(summary.get("hardware") or summary.get("device") or "not recorded")
+
+
 def build_group_tables(key: GroupKey, records: Sequence[RunRecord]) -> GroupTables:
     """Long table, summary (seed spread + case bootstrap + significance) for one group."""
     class_names = records[0].class_names
@@ -151,10 +157,13 @@ def build_group_tables(key: GroupKey, records: Sequence[RunRecord]) -> GroupTabl
                 case_dice[(setting, variant)] = cases
                 row["num_cases"] = int(cases.notna().sum())
         devices = sorted({str(r.summary.get("device") or "not recorded") for r in members})
+        machines = sorted({machine(r.summary) for r in members})
         row["device"] = ";".join(devices)
+        row["hardware"] = ";".join(machines)
         walls = [wall_seconds(r.summary) for r in members if wall_time_complete(r.summary)]
-        # Seconds on a CPU and on a GPU do not average into a cost of anything.
-        row["wall_seconds_mean"] = float(np.mean(walls)) if walls and len(devices) == 1 else float("nan")
+        # Seconds on a CPU and on a GPU, or on two CPU models or thread counts, do not average into a
+        # cost of anything.
+        row["wall_seconds_mean"] = float(np.mean(walls)) if walls and len(machines) == 1 else float("nan")
         summary_rows.append(row)
     summary = pd.DataFrame(summary_rows)
     significance = _significance(summary, case_dice)
@@ -168,7 +177,7 @@ def build_group_tables(key: GroupKey, records: Sequence[RunRecord]) -> GroupTabl
                 "num_seeds", "seeds", "num_cases"]
                + [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "ci_low", "ci_high")]
                + [f"dice_{name}_{s}" for name in class_names for s in ("mean", "std")]
-               + ["wall_seconds_mean", "device", "num_paired_cases", "wilcoxon_statistic", "p_value", "p_holm", "significant"])
+               + ["wall_seconds_mean", "device", "hardware", "num_paired_cases", "wilcoxon_statistic", "p_value", "p_holm", "significant"])
     summary = summary[ordered]
     for column, value in (("dataset", key.dataset), ("budget", key.budget), ("empty_policy", key.empty_policy),
                           ("distance_unit", key.distance_unit))[::-1]:
@@ -313,7 +322,7 @@ def protocol_text(records: Sequence[RunRecord]) -> str:
     exceptions = "; ".join(f"{', '.join(sorted(methods))}: {text}" for text, methods in ordered[1:])
     hardware: dict[str, int] = {}
     for record in records:
-        name = record.summary.get("hardware") or record.summary.get("device") or "not recorded"
+        name = machine(record.summary)
         hardware[name] = hardware.get(name, 0) + 1
     machines = "; ".join(f"{name} ({count} run{'s' if count > 1 else ''})" for name, count in sorted(hardware.items()))
     return (f"Protocol: {protocol}" + (f" (except {exceptions})" if exceptions else "")
