@@ -135,9 +135,6 @@ def test_bidirectional_copy_paste_uses_one_mask_and_complementary_unlabeled_regi
     # unlabeled pixels (weight alpha) lie where M = 1 inward and where M = 0 outward: together, every pixel once
     alpha = method.params.unlabeled_weight
     assert (inward_one, inward_zero) == (alpha, 1.0) and (outward_one, outward_zero) == (1.0, alpha)
-    inward_unlabeled = mask.float()
-    outward_unlabeled = 1 - mask.float()
-    assert torch.equal(inward_unlabeled + outward_unlabeled, torch.ones_like(inward_unlabeled))
     assert torch.equal(inward_input[:, 0][:, mask], unlabeled[:2, 0][:, mask])
     assert torch.equal(outward_input[:, 0][:, ~mask], unlabeled[2:, 0][:, ~mask])
 

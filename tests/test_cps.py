@@ -102,6 +102,7 @@ def test_one_optimizer_per_network_and_predict_uses_network_a():
         optimised = {id(p) for group in spec.optimizer.param_groups for p in group["params"]}
         assert optimised == {id(p) for p in network.parameters()}
         assert spec.optimizer.defaults["lr"] == 0.01 and spec.lr_lambda(0.0) == 1.0
+        assert spec.lr_lambda(0.5) == pytest.approx(0.5**0.9)  # SSL4MIS poly decay
     images = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(method.predict(images), method.network_a(images))
