@@ -81,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", default=None, metavar="I/N",
                      help="run only every N-th run starting at I (0-based), to split a sweep across machines")
     run.add_argument("--retry-failed", action="store_true", help="re-run runs that failed before (default: report them)")
-    run.add_argument("--overwrite", action="store_true", help="re-run runs whose folder holds a result with another config")
+    run.add_argument("--overwrite", action="store_true",
+                     help="re-run every run of the sweep, replacing finished results (needed where a folder holds "
+                          "a result with another config, or one trained with method parameters this checkout "
+                          "no longer has)")
     run.add_argument("--dry-run", action="store_true",
                      help="list the runs and estimate the training time from a few timed steps, then stop")
     run.add_argument("--no-estimate", action="store_true", help="skip the timed steps that estimate the sweep's duration")

@@ -78,11 +78,28 @@ def read_summary(directory: Path) -> dict | None:
         raise ValueError(f"{path}: unreadable summary ({error}); delete the run folder to re-run it") from error
 
 
-def completed_summary(spec: RunSpec, out: Path) -> dict | None:
+def params_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """How a run's recorded method parameters (its summary's ``params``) differ from ``current``."""
+    current = json.loads(json.dumps(current, sort_keys=True, default=str))
+    changes = []
+    for name in sorted(set(recorded) | set(current)):
+        if name not in recorded:
+            changes.append(f"{name}: not recorded, now {current[name]!r}")
+        elif name not in current:
+            changes.append(f"{name}: {recorded[name]!r}, no longer a parameter")
+        elif recorded[name] != current[name]:
+            changes.append(f"{name}: {recorded[name]!r}, now {current[name]!r}")
+    return changes
+
+
+def completed_summary(spec: RunSpec, out: Path, current_params: dict[str, Any] | None = None) -> dict | None:
     """The summary of a finished run with this exact config, ``None`` if it must (re)run.
 
     A finished run with a different config in the same folder is an error rather than an overwrite:
-    published results must not disappear because a flag changed.
+    published results must not disappear because a flag changed.  So is a run whose recorded method
+    parameters differ from ``current_params`` (the method's parameters in this checkout): the key holds
+    the user's overrides, not the method's defaults, so a default changed in the code since would
+    otherwise let a sweep pass an outdated run off as complete.
     """
     directory = spec.directory(out)
     summary = read_summary(directory)
@@ -97,6 +114,13 @@ def completed_summary(spec: RunSpec, out: Path) -> dict | None:
         raise ValueError(
             f"{directory / SUMMARY_FILE}: holds a finished run with another config "
             f"(key {summary.get('key')} != {spec.key}); use another --out or pass --overwrite"
+        )
+    changes = params_changes(summary.get("params") or {}, current_params) if current_params is not None else []
+    if changes:
+        raise ValueError(
+            f"{directory / SUMMARY_FILE}: holds a finished {spec.method} run trained with other method "
+            f"parameters than this checkout's ({'; '.join(changes)}; trained at commit {summary.get('git_commit')}); "
+            f"use another --out, or pass --overwrite to re-run it"
         )
     return summary
 

@@ -120,7 +120,7 @@ def run_sweep(
         validate_spec(spec)
     pending: list[RunSpec] = []
     for spec in specs:
-        summary = None if overwrite else completed_summary(spec, out)
+        summary = None if overwrite else completed_summary(spec, out, method_params(spec))
         failure = None if (overwrite or retry_failed or summary) else previous_failure(spec, out)
         if summary is not None:
             outcome.summaries.append(summary)
@@ -145,13 +145,14 @@ def run_sweep(
     if jobs <= 1:
         for index, spec in enumerate(pending, 1):
             log(f"[{index}/{len(pending)}] {spec.method} on {spec.dataset}, labels {spec.labels}, seed {spec.seed}, budget {spec.budget}")
-            record_result(outcome, spec, out, *run_locked(spec, out, show_progress), log)
+            record_result(outcome, spec, out, *run_locked(spec, out, show_progress, overwrite), log)
         return outcome
     gpus = torch.cuda.device_count()
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1) as pool:
         futures = {
-            pool.submit(run_in_child, spec, out, index % gpus if gpus else None, max(1, (os.cpu_count() or 1) // jobs)): spec
+            pool.submit(run_in_child, spec, out, index % gpus if gpus else None,
+                        max(1, (os.cpu_count() or 1) // jobs), overwrite): spec
             for index, spec in enumerate(pending)
         }
         for future in as_completed(futures):
@@ -180,7 +181,14 @@ def record_result(outcome: SweepOutcome, spec: RunSpec, out: Path, summary: dict
 RUNNING_ELSEWHERE = "running elsewhere"
 
 
-def run_locked(spec: RunSpec, out: Path, show_progress: bool) -> tuple[dict | None, str | None]:
+def method_params(spec: RunSpec) -> dict[str, Any]:
+    """The method parameters a run of ``spec`` would train with in this checkout (as its summary
+    records them)."""
+    return dataclasses.asdict(METHODS.get(spec.method).params_from_dict(spec.params))
+
+
+def run_locked(spec: RunSpec, out: Path, show_progress: bool,
+               overwrite: bool = False) -> tuple[dict | None, str | None]:
     """One run under an exclusive lock on its folder, so two sweeps on one ``runs/`` never train the same
     run twice; under ``accelerate launch`` only the main process locks (all processes train together)."""
     directory = spec.directory(out)
@@ -193,7 +201,7 @@ def run_locked(spec: RunSpec, out: Path, show_progress: bool) -> tuple[dict | No
             except BlockingIOError:
                 return None, RUNNING_ELSEWHERE
         try:
-            done = completed_summary(spec, out)
+            done = None if overwrite else completed_summary(spec, out, method_params(spec))
             if done is not None:
                 return done, None
             return execute_run(spec, out, show_progress=show_progress), None
@@ -201,12 +209,13 @@ def run_locked(spec: RunSpec, out: Path, show_progress: bool) -> tuple[dict | No
             return None, f"{type(error).__name__}: {error}"
 
 
-def run_in_child(spec: RunSpec, out: Path, gpu: int | None, threads: int) -> tuple[dict | None, str | None]:
+def run_in_child(spec: RunSpec, out: Path, gpu: int | None, threads: int,
+                 overwrite: bool = False) -> tuple[dict | None, str | None]:
     """One run in a fresh process: its GPU, and its share of the CPU cores so jobs do not oversubscribe."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     torch.set_num_threads(threads)
-    return run_locked(spec, out, show_progress=False)
+    return run_locked(spec, out, show_progress=False, overwrite=overwrite)
 
 
 def select_shard(specs: Sequence[RunSpec], shard: str) -> list[RunSpec]:

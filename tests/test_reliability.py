@@ -69,8 +69,13 @@ NAN_PLUGIN = textwrap.dedent(
 
 
 def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
+    from bench.registry import METHODS
+
     (tmp_path / "nan_plugin.py").write_text(NAN_PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
+    # The plugin's method must not outlive this test ("--methods all" elsewhere would train it).
+    METHODS.names()  # discover the installed methods first, so the copy restored afterwards holds them
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
     out = tmp_path / "runs"
     args = ["--plugin", "nan_plugin", "run", "--methods", "diverging,supervised", "--labels", "2", "--budget", "smoke",
             "--iters", "4", "--no-progress", "--no-estimate", "--out", str(out)]
@@ -150,6 +155,28 @@ def test_results_from_another_format_version_are_refused_clearly(tmp_path, capsy
     assert main(args) == 2
     assert "result format 0" in capsys.readouterr().err
     assert json.loads(summary_path.read_text()) == old
+
+
+def test_a_run_trained_with_other_method_defaults_is_refused_then_overwritten_on_request(tmp_path, capsys):
+    """A default changed in the code since a run was trained (its summary records the parameters it used)
+    must not let the sweep pass that run off as complete; ``--overwrite`` re-runs it."""
+    out = tmp_path / "runs"
+    args = ["run", "--methods", "mc-net-plus", "--labels", "1", "--budget", "smoke", "--no-progress", "--no-estimate",
+            "--out", str(out)]
+    assert main(args) == 0
+    summary_path = out / "synthetic/smoke/mc-net-plus/1/seed0/summary.json"
+    old = json.loads(summary_path.read_text())
+    assert old["params"]["poly_lr_decay"] is False
+    del old["params"]["poly_lr_decay"]  # as trained before the parameter existed
+    old["params"]["temperature"] = 0.2
+    summary_path.write_text(json.dumps(old))
+    capsys.readouterr()
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert "poly_lr_decay: not recorded, now False" in error and "temperature: 0.2, now 0.1" in error
+    assert json.loads(summary_path.read_text()) == old
+    assert main([*args, "--overwrite"]) == 0
+    assert json.loads(summary_path.read_text())["params"]["temperature"] == 0.1
 
 
 def test_accelerate_launch_two_cpu_processes(tmp_path):
