@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import torch
 
@@ -143,12 +144,17 @@ def test_a_failed_write_leaves_no_summary_and_earlier_results_intact(tmp_path, m
     assert {p: p.read_bytes() for p in before} == before
 
 
-def test_results_from_another_format_version_are_refused_clearly(tmp_path, capsys):
+def finished_smoke_run(tmp_path, method: str) -> tuple[list[str], Path]:
+    """The ``bench run`` arguments of one finished smoke run of ``method``, and its summary's path."""
     out = tmp_path / "runs"
-    args = ["run", "--methods", "supervised", "--labels", "1", "--budget", "smoke", "--no-progress", "--no-estimate",
+    args = ["run", "--methods", method, "--labels", "1", "--budget", "smoke", "--no-progress", "--no-estimate",
             "--out", str(out)]
     assert main(args) == 0
-    summary_path = out / "synthetic/smoke/supervised/1/seed0/summary.json"
+    return args, out / f"synthetic/smoke/{method}/1/seed0/summary.json"
+
+
+def test_results_from_another_format_version_are_refused_clearly(tmp_path, capsys):
+    args, summary_path = finished_smoke_run(tmp_path, "supervised")
     old = json.loads(summary_path.read_text())
     old["format_version"] = 0
     summary_path.write_text(json.dumps(old))
@@ -160,11 +166,7 @@ def test_results_from_another_format_version_are_refused_clearly(tmp_path, capsy
 def test_a_run_trained_with_other_method_defaults_is_refused_then_overwritten_on_request(tmp_path, capsys):
     """A default changed in the code since a run was trained (its summary records the parameters it used)
     must not let the sweep pass that run off as complete; ``--overwrite`` re-runs it."""
-    out = tmp_path / "runs"
-    args = ["run", "--methods", "mc-net-plus", "--labels", "1", "--budget", "smoke", "--no-progress", "--no-estimate",
-            "--out", str(out)]
-    assert main(args) == 0
-    summary_path = out / "synthetic/smoke/mc-net-plus/1/seed0/summary.json"
+    args, summary_path = finished_smoke_run(tmp_path, "mc-net-plus")
     old = json.loads(summary_path.read_text())
     assert old["params"]["poly_lr_decay"] is False
     del old["params"]["poly_lr_decay"]  # as trained before the parameter existed
