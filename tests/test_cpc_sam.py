@@ -160,6 +160,18 @@ def test_total_loss_weights_cross_prompting_and_consistency_by_the_paper_lambdas
     assert all(decoder.mask_tokens.weight.grad.abs().sum() > 0 for decoder in method.sam.decoders)
     lora = [parameter for name, parameter in method.sam.image_encoder.named_parameters() if "lora_" in name]
     assert any(parameter.grad is not None and parameter.grad.abs().sum() > 0 for parameter in lora)
+    # §3: the image encoder is frozen but for its LoRA; the prompt encoder ("all the parameters in P")
+    # learns, its class point embeddings through the cross prompts.
+    frozen = [parameter for name, parameter in method.sam.image_encoder.named_parameters() if "lora_" not in name]
+    assert frozen and not any(parameter.requires_grad for parameter in frozen)
+    point_embeddings = method.sam.prompt_encoder.point_embeddings
+    assert all(embedding.weight.requires_grad for embedding in point_embeddings)
+    assert any(embedding.weight.grad is not None and embedding.weight.grad.abs().sum() > 0
+               for embedding in point_embeddings)
+    (spec,) = method.optimizers()
+    optimised = {id(parameter) for group in spec.optimizer.param_groups for parameter in group["params"]}
+    assert optimised == {id(parameter) for parameter in method.parameters() if parameter.requires_grad}
+    assert {id(parameter) for parameter in point_embeddings.parameters()} <= optimised
 
 
 def test_total_loss_is_eq_1_to_3_written_out(cross_prompt_outputs):
