@@ -95,6 +95,10 @@ def test_sam_learns_from_labels_through_a_detached_mask_prompt(method):
     assert sam_logits.shape == (2, NUM_CLASSES, SIZE, SIZE)
     F.cross_entropy(sam_logits, torch.zeros(2, SIZE, SIZE, dtype=torch.long)).backward()
     assert has_gradient(method.sam.decoders) and has_gradient(method.learnable_prompt)
+    encoder = dict(method.sam.image_encoder.named_parameters())
+    adapters = [p for name, p in encoder.items() if "adapter" in name]
+    assert adapters and any(p.grad is not None and p.grad.abs().sum() > 0 for p in adapters)  # §III-B adapters
+    assert all(p.grad is None for name, p in encoder.items() if "adapter" not in name)  # the rest is frozen
     assert no_gradient(method.co_training)
     # The mask prompt is the fused map: changing it changes SAM's prediction.
     other = method.sam_prediction(batch_images, -outputs.fused_logits.detach())
