@@ -75,7 +75,7 @@ def test_determined_and_ambiguous_prompts_come_from_the_other_branch_and_ambiguo
         return logits
 
     method.sam.decode = decode
-    ambiguous_boxes = []
+    ambiguous_boxes, determined_points, ambiguous_points = [], [], []
     for _ in range(3):
         calls.clear()
         method.training_step(make_batch(), AFTER_WARM_UP)
@@ -85,6 +85,8 @@ def test_determined_and_ambiguous_prompts_come_from_the_other_branch_and_ambiguo
             assert prompts["box_labels"].tolist() == [[1, -1, -1]] * 4  # foreground classes only
             points = prompts["points"][0][:, 1]
             assert ((points[:, 0] >= 3) & (points[:, 0] <= 12) & (points[:, 1] >= 5) & (points[:, 1] <= 22)).all()
+        determined_points.append(determined["points"][0][:, 1])
+        ambiguous_points.append(ambiguous["points"][0][:, 1])
         assert determined["boxes"][:, 0].tolist() == [TIGHT_BOX] * 4  # the island is not part of the ROI
         box = ambiguous["boxes"][:, 0]
         assert (box[:, :2] <= torch.tensor(TIGHT_BOX[:2])).all() and (box[:, 2:] >= torch.tensor(TIGHT_BOX[2:])).all()
@@ -95,6 +97,12 @@ def test_determined_and_ambiguous_prompts_come_from_the_other_branch_and_ambiguo
         # Branch 1 is prompted from branch 2's output, which has no foreground at all.
         for _, prompts in [call for call in calls if call[0] == 0]:
             assert prompts["points"][1].tolist() == [[0, -1, -1, -1]] * 4
+    # P_d's point is the component's centre (columns 3-12, rows 5-22: (7.5, 13.5)), the same every step;
+    # P_a's is drawn at random.
+    centres = torch.cat(determined_points)
+    assert (centres == centres[0]).all() and ((centres - torch.tensor([7.5, 13.5])).abs() <= 1).all()
+    randoms = torch.cat(ambiguous_points)
+    assert len({tuple(point.tolist()) for point in randoms}) > 1
     all_boxes = torch.cat(ambiguous_boxes)
     assert not (all_boxes == torch.tensor(TIGHT_BOX, dtype=torch.float)).all(dim=1).any()  # always enlarged
     assert len({tuple(box.tolist()) for box in all_boxes}) > 1  # and shifted at random
