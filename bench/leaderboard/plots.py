@@ -290,7 +290,8 @@ def plot_cost(tables: GroupTables, folder: Path) -> list[Path]:
     settings = _trained_settings(tables)
     summary = tables.summary[tables.summary["labels"].isin({s.text for s in settings})]
     timed = np.isfinite(summary["wall_seconds_mean"]) & (summary["wall_seconds_mean"] > 0)
-    untimed = sorted(set(summary.loc[~timed, "method"]))
+    missing = summary.loc[~timed]
+    untimed = [f"{method} ({labels})" for method, labels in zip(missing["method"], missing["labels"])]
     summary = summary[timed]
     if summary.empty:
         return []
