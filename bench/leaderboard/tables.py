@@ -177,7 +177,8 @@ def build_group_tables(key: GroupKey, records: Sequence[RunRecord]) -> GroupTabl
                 "num_seeds", "seeds", "num_cases"]
                + [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "ci_low", "ci_high")]
                + [f"dice_{name}_{s}" for name in class_names for s in ("mean", "std")]
-               + ["wall_seconds_mean", "device", "hardware", "num_paired_cases", "wilcoxon_statistic", "p_value", "p_holm", "significant"])
+               + ["wall_seconds_mean", "device", "hardware", "num_paired_cases", "wilcoxon_statistic", "p_value",
+                  "p_holm", "significant"])
     summary = summary[ordered]
     for column, value in (("dataset", key.dataset), ("budget", key.budget), ("empty_policy", key.empty_policy),
                           ("distance_unit", key.distance_unit))[::-1]:
