@@ -16,6 +16,7 @@ from bench.cli import main
 from bench.dual_sam import full_resolution_upsampling_stages
 from bench.method import RANDOM_INIT_SAM
 from methods.cpc_sam import CPCSAM, CPCSAMParams
+from sam_reference_losses import dice_ce, half_dice_ce, hard_ensemble, reference_dice
 
 NUM_CLASSES = 4
 SIZE = 32
@@ -42,17 +43,6 @@ def make_batch(labeled: int = 2, unlabeled: int = 2) -> Batch:
     )
 
 
-def reference_dice(probs: torch.Tensor, labels: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
-    """TransUNet/SAMed ``DiceLoss``: per class over the batch, background included, then the mean."""
-    losses = []
-    for class_id in range(probs.shape[1]):
-        score, target = probs[:, class_id], (labels == class_id).float()
-        losses.append(1 - (2 * (score * target).sum() + smooth) / ((score * score).sum() + target.sum() + smooth))
-    return torch.stack(losses).mean()
-
-
-def half_dice_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (F.cross_entropy(logits, labels) + reference_dice(torch.softmax(logits, dim=1), labels))
 
 
 def region_offset(class_id: int, columns: slice) -> torch.Tensor:
@@ -129,7 +119,7 @@ def test_prompt_consistency_target_is_the_detached_ensemble_of_centre_and_random
     prompted = [{"center": logits(), "random": logits()} for _ in range(2)]
     cross_prompt_loss, prompt_consistency_loss = CPCSAM.unlabeled_losses(unprompted, prompted)
 
-    ensemble = [((torch.softmax(p["center"], 1) + torch.softmax(p["random"], 1)) / 2).argmax(1) for p in prompted]
+    ensemble = [hard_ensemble(p["center"], p["random"]) for p in prompted]
     assert not torch.equal(ensemble[0], prompted[0]["center"].argmax(1))
     assert not torch.equal(ensemble[0], prompted[0]["random"].argmax(1))
     torch.testing.assert_close(
@@ -186,14 +176,8 @@ def test_total_loss_is_eq_1_to_3_written_out(cross_prompt_outputs):
     unprompted, prompted = captured["unprompted"], captured["prompted"]
     labels, lab, unl = batch.labels, slice(0, 2), slice(2, None)
 
-    def unprompted_supervision(logits):
-        return 0.2 * F.cross_entropy(logits, labels) + 0.8 * reference_dice(torch.softmax(logits, 1), labels)
-
-    def ensemble_target(outputs):
-        return ((torch.softmax(outputs["center"], 1) + torch.softmax(outputs["random"], 1)) / 2).argmax(1)[unl]
-
-    targets = [ensemble_target(outputs) for outputs in prompted]
-    supervised = (sum(unprompted_supervision(logits[lab]) for logits in unprompted)
+    targets = [hard_ensemble(outputs["center"], outputs["random"])[unl] for outputs in prompted]
+    supervised = (sum(dice_ce(logits[lab], labels, 0.8) for logits in unprompted)
                   + sum(half_dice_ce(outputs[kind][lab], labels) for outputs in prompted for kind in ("center", "random")))
     cross = half_dice_ce(unprompted[0][unl], targets[1]) + half_dice_ce(unprompted[1][unl], targets[0])
     consistency = half_dice_ce(prompted[0]["random"][unl], targets[0]) + half_dice_ce(prompted[1]["random"][unl], targets[1])

@@ -9,12 +9,12 @@ import math
 import optuna
 import pytest
 import torch
-import torch.nn.functional as F
 
 from bench import Batch, Progress, TaskSpec
 from bench.cli import main
 from bench.method import RANDOM_INIT_SAM
 from methods.interactmatch import InteractMatch, InteractMatchParams
+from sam_reference_losses import dice_ce, half_dice_ce, hard_ensemble
 
 NUM_CLASSES = 4
 SIZE = 32
@@ -41,16 +41,6 @@ def make_batch() -> Batch:
     )
 
 
-def reference_dice(probs: torch.Tensor, labels: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
-    losses = []
-    for class_id in range(probs.shape[1]):
-        score, target = probs[:, class_id], (labels == class_id).float()
-        losses.append(1 - (2 * (score * target).sum() + smooth) / ((score * score).sum() + target.sum() + smooth))
-    return torch.stack(losses).mean()
-
-
-def half_dice_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (F.cross_entropy(logits, labels) + reference_dice(torch.softmax(logits, dim=1), labels))
 
 
 def test_determined_and_ambiguous_prompts_come_from_the_other_branch_and_ambiguous_boxes_enclose_the_component():
@@ -134,8 +124,7 @@ def test_pac_target_is_the_detached_ensemble_and_cross_supervision_goes_across_b
     unprompted = [logits(), logits()]
     prompted = [{"determined": logits(), "ambiguous": logits()} for _ in range(2)]
     cross_loss, pac_loss = InteractMatch.unlabeled_losses(unprompted, prompted)
-    ensemble = [((torch.softmax(p["determined"], 1) + torch.softmax(p["ambiguous"], 1)) / 2).argmax(1)
-                for p in prompted]
+    ensemble = [hard_ensemble(p["determined"], p["ambiguous"]) for p in prompted]
     assert not torch.equal(ensemble[0], prompted[0]["determined"].argmax(1))
     torch.testing.assert_close(pac_loss, sum(half_dice_ce(prompted[k]["ambiguous"], ensemble[k]) for k in (0, 1)))
     torch.testing.assert_close(
@@ -163,14 +152,11 @@ def test_total_loss_is_eq_4_to_7_written_out(cross_prompt_outputs, monkeypatch):
     labels, lab, unl = batch.labels, slice(0, 2), slice(2, None)
 
     def supervision(logits):
-        return 0.2 * F.cross_entropy(logits, labels) + 0.8 * reference_dice(torch.softmax(logits, 1), labels)
-
-    def ensemble_target(outputs):
-        return ((torch.softmax(outputs["determined"], 1) + torch.softmax(outputs["ambiguous"], 1)) / 2).argmax(1)[unl]
+        return dice_ce(logits, labels, 0.8)
 
     teacher, student = (torch.log_softmax(logits, dim=1) for logits in unprompted)
     distillation = (teacher.exp() * (teacher - student)).sum(dim=1).mean()
-    targets = [ensemble_target(outputs) for outputs in prompted]
+    targets = [hard_ensemble(outputs["determined"], outputs["ambiguous"])[unl] for outputs in prompted]
     sup1 = supervision(unprompted[0][lab]) + supervision(unprompted[1][lab])
     sup2 = sum(supervision(outputs[kind][lab]) for outputs in prompted for kind in ("determined", "ambiguous"))
     cross = half_dice_ce(unprompted[0][unl], targets[1]) + half_dice_ce(unprompted[1][unl], targets[0])

@@ -14,6 +14,7 @@ from bench import Batch, Progress, TaskSpec
 from bench.cli import main
 from bench.method import RANDOM_INIT_SAM
 from methods.samed import SAMed, SAMedParams
+from sam_reference_losses import reference_dice
 
 NUM_CLASSES = 4
 
@@ -30,16 +31,6 @@ def batch_at(size: int) -> Batch:
     return Batch(labeled_images=torch.rand(2, 1, size, size, generator=generator),
                  labels=torch.randint(0, NUM_CLASSES, (2, size, size), generator=generator))
 
-
-def reference_dice(probs: torch.Tensor, labels: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
-    """SAMed ``utils.DiceLoss`` (TransUNet's): per class 1 - (2 I + s) / (sum p^2 + sum g^2 + s), mean over
-    classes, background included."""
-    losses = []
-    for class_id in range(probs.shape[1]):
-        score, target = probs[:, class_id], (labels == class_id).float()
-        intersection = (score * target).sum()
-        losses.append(1 - (2 * intersection + smooth) / ((score * score).sum() + (target * target).sum() + smooth))
-    return torch.stack(losses).mean()
 
 
 def test_loss_is_point_two_ce_plus_point_eight_dice_on_low_resolution_logits():
