@@ -114,9 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     board = commands.add_parser(
         "leaderboard", help="tables, statistics and figures from finished runs",
         description="Reads per-case results (never summaries alone) under RUNS and writes, per (dataset, budget, "
-                    "empty-mask policy): runs.csv, summary.csv (mean, std, n over seeds, case-level 95%% bootstrap CI), "
+                    "empty-mask policy): runs.csv, summary.csv (mean, std, n over seeds, case-level 95% bootstrap CI), "
                     "significance.csv (Wilcoxon vs the best, Holm-corrected), leaderboard.md, leaderboard.tex and "
-                    "figures. Failed or partial runs are listed in skipped_runs.csv and left out.",
+                    "figures. Failed or partial runs are listed in skipped_runs.csv and left out. Runs with other "
+                    "hyper-parameters than their method's defaults (tuned, overridden, or trained before a default "
+                    "changed) form their own rows, named with the difference.",
     )
     board.add_argument("runs", nargs="+", type=Path, help="run folders (e.g. runs/)")
     board.add_argument("--out", type=Path, required=True, help="output folder")
@@ -253,6 +255,13 @@ def method_params(args: argparse.Namespace, methods: Sequence[str]) -> dict[str,
     return merged
 
 
+def tuning_provenance(args: argparse.Namespace) -> dict[str, dict]:
+    """Per method, the ``bench tune`` study its ``--params`` file came from (empty without one)."""
+    from bench.overrides import load_tuning_provenance
+
+    return load_tuning_provenance(args.params) if args.params is not None else {}
+
+
 def command_leaderboard(args: argparse.Namespace) -> int:
     from bench.leaderboard import build_leaderboard
 
@@ -325,6 +334,7 @@ def command_run(args: argparse.Namespace) -> int:
         iterations=args.iters, batch=args.batch, gradient_clip=args.grad_clip, label_selection=args.label_selection, empty_policy=args.empty_policy,
         spacing_unit=args.spacing_unit, precision=args.precision,
         options=options, sam_options=sam_options, params_by_method=params,
+        tuning_by_method=tuning_provenance(args),
     )
     if args.shard:
         specs = select_shard(specs, args.shard)

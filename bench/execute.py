@@ -297,6 +297,7 @@ def summarize_run(
         "family": method_cls.family,
         "paper": method_cls.paper,
         "params": asdict(method_cls.params_from_dict(spec.params)),
+        "tuning": spec.options.get("tuning"),
         "dataset": spec.dataset,
         "dataset_protocol": adapter.protocol(),
         "labels": spec.labels,

@@ -24,6 +24,18 @@ def load_params_file(path: Path, method: str | None = None) -> dict[str, dict[st
     raise ValueError(f"--params {path}: expected 'method:' and 'params:' keys, or method -> params mappings")
 
 
+def load_tuning_provenance(path: Path) -> dict[str, dict[str, Any]]:
+    """``method -> {study, trials, objective, ..., params}`` when ``path`` is a ``bench tune`` YAML, else ``{}``.
+
+    Runs record it so that a leaderboard can say which rows were tuned and with how many trials (an
+    unequal search budget is an unequal comparison); ``params`` are the tuned values, so that a later
+    ``--set`` on top of them stays visible as an override."""
+    content = yaml.safe_load(path.read_text())
+    if not (isinstance(content, dict) and isinstance(content.get("tuning"), dict) and "method" in content):
+        return {}
+    return {content["method"]: {**content["tuning"], "params": dict(content.get("params") or {})}}
+
+
 def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
     """``--set method.param=value``; values parsed as YAML scalars (``0.5``, ``true``, ``[1, 2]``)."""
     overrides: dict[str, dict[str, Any]] = {}

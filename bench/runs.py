@@ -21,6 +21,8 @@ SUMMARY_FILE = "summary.json"
 FAILURE_FILE = "failure.json"
 PREDICTIONS_FILE = "predictions.npz"
 CHECKPOINT_FILE = "checkpoint.pt"
+NOT_IN_CONFIG = ("data_root", "tuning")
+"""Run options recorded elsewhere, never part of a run's identity (see :meth:`RunSpec.config`)."""
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,11 @@ class RunSpec:
         """Everything that changes a result; two runs with equal configs are the same experiment.
 
         The data root is left out (it is recorded in the summary's dataset protocol): moving a dataset
-        or naming it by a relative path must not make finished runs look different."""
+        or naming it by a relative path must not make finished runs look different.  So is the tuning
+        provenance (recorded in the summary): where equal parameters came from changes nothing trained."""
         config = json.loads(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str))
-        config["options"] = {k: v for k, v in config["options"].items() if k != "data_root" and v not in (None, {}, [])}
+        config["options"] = {k: v for k, v in config["options"].items()
+                             if k not in NOT_IN_CONFIG and v not in (None, {}, [])}
         return config
 
     @property

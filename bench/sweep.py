@@ -48,6 +48,7 @@ def expand_runs(
     budget: str,
     params_by_method: dict[str, dict] | None = None,
     sam_options: dict[str, Any] | None = None,
+    tuning_by_method: dict[str, dict] | None = None,
     **common: Any,
 ) -> list[RunSpec]:
     """Methods trained on every label (the fully-supervised bound) run once per seed, as ``all``;
@@ -55,12 +56,18 @@ def expand_runs(
     budget nor the seed changes what they predict.
 
     ``sam_options`` (backbone, checkpoint) join the options of SAM-family methods only: a U-Net run is
-    the same experiment whether or not the sweep that launched it also held a SAM method."""
+    the same experiment whether or not the sweep that launched it also held a SAM method.
+
+    ``tuning_by_method`` (the ``bench tune`` study a method's parameters came from) rides along in the
+    options for the run's summary; it is not part of the run's config, since where equal parameters
+    came from does not change what is trained."""
     specs: list[RunSpec] = []
     common_options = common.pop("options", None) or {}
     for method in methods:
         method_cls = METHODS.get(method)
         options = {**common_options, **(sam_options or {})} if method_cls.family == "sam" else dict(common_options)
+        if (tuning_by_method or {}).get(method):
+            options["tuning"] = tuning_by_method[method]
         method_labels = ["all"] if method_cls.trains_on_all_labels else list(labels)
         method_seeds = list(seeds)
         if not method_cls.trains:

@@ -2,6 +2,7 @@
 splitting, bad runs, published numbers and byte-for-byte rebuilds."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ from bench.data.case import Case
 from bench.leaderboard import bootstrap_mean_ci, build_leaderboard, collect_runs, load_reported
 from bench.leaderboard.plots import plot_qualitative
 from bench.leaderboard.tables import build_group_tables
-from bench.registry import DATASETS
+from bench.registry import DATASETS, METHODS
 
 CLASSES = ("RV", "MYO", "LV")
 CLASS_OFFSETS = (-0.02, 0.0, 0.02)
@@ -184,6 +185,42 @@ def test_mixed_precision_runs_form_their_own_row(tmp_path):
     assert table.loc["cpc-sam", "dice_mean"] == pytest.approx(0.8)
     assert table.loc["cpc-sam [bf16-autocast]", "dice_mean"] == pytest.approx(0.4)
     assert set(table["num_seeds"]) == {1}
+
+
+def record_params(directory: Path, params: dict, overrides: dict | None = None) -> None:
+    """Give a written run the ``params`` (as trained) and ``config.params`` (as asked) a real run records."""
+    summary = json.loads((directory / "summary.json").read_text())
+    summary["params"] = params
+    summary["config"]["params"] = overrides or {}
+    (directory / "summary.json").write_text(json.dumps(summary))
+
+
+def test_runs_with_other_hyperparameters_form_their_own_rows(tmp_path):
+    """A seed trained with an override, or with a default the code has changed since, is another
+    experiment: its own row, named with the difference; a changed default also blocks a paper comparison."""
+    defaults = dataclasses.asdict(METHODS.get("unimatch").default_params())
+    runs = tmp_path / "runs"
+    record_params(write_run(runs, [0.8, 0.8], method="unimatch", seed=0), defaults)
+    record_params(write_run(runs, [0.6, 0.6], method="unimatch", seed=1),
+                  {**defaults, "confidence_threshold": 0.5}, {"confidence_threshold": 0.5})
+    outdated = {name: value for name, value in defaults.items() if name != "confidence_threshold"}
+    record_params(write_run(runs, [0.4, 0.4], method="unimatch", seed=2), outdated)
+    build_leaderboard([runs], tmp_path / "out", reported=True, plots=False, log=lambda _: None)
+    folder = tmp_path / "out" / "acdc" / "paper" / "ssl4mis"
+    table = pd.read_csv(folder / "summary.csv").set_index("method")
+    assert table["dice_mean"].to_dict() == pytest.approx({
+        "unimatch": 0.8, "unimatch [confidence_threshold=0.5]": 0.6,
+        "unimatch [defaults changed: confidence_threshold]": 0.4})
+    assert set(table["num_seeds"]) == {1} and set(table["tuning_trials"]) == {0}
+    long = pd.read_csv(folder / "runs.csv").set_index("seed")
+    assert json.loads(long.loc[1, "params"])["confidence_threshold"] == 0.5
+    paper = pd.read_csv(folder / "published_vs_reproduced.csv").set_index("method")
+    assert set(paper.loc["unimatch", "comparable"]) == {"yes"}
+    assert set(paper.loc["unimatch [defaults changed: confidence_threshold]", "comparable"]) == {
+        "not comparable: defaults changed: confidence_threshold"}
+    markdown = (folder / "leaderboard.md").read_text()
+    assert "`name=value`: set by the sweep file" in markdown and "no longer uses" in markdown
+    assert "`tuned: N trials`" not in markdown and "Search budgets differ" not in markdown
 
 
 def test_unusable_runs_are_listed_and_left_out(tmp_path):

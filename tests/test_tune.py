@@ -8,9 +8,11 @@ import sys
 import textwrap
 
 import optuna
+import pandas as pd
 import yaml
 
 from bench.cli import main
+from bench.leaderboard import build_leaderboard
 
 TUNABLE_PLUGIN = textwrap.dedent(
     '''
@@ -79,6 +81,21 @@ def test_tuned_parameters_apply_to_a_run(tmp_path, monkeypatch, capsys):
                  "--params", str(params_file), "--no-progress", "--no-estimate", "--out", str(runs)]) == 0
     summary = json.loads(next(runs.rglob("summary.json")).read_text())
     assert summary["params"]["loss_scale"] == tuned["params"]["loss_scale"]
+    assert summary["tuning"]["trials"] == 2 and "tuning" not in summary["config"]["options"]
+
+    # The leaderboard names the tuned row with its trial budget and keeps it apart from a run at the
+    # defaults, saying that the two rows had unequal search budgets.
+    untuned = tmp_path / "untuned"
+    assert main(["--plugin", "tunable_plugin2", "run", "--methods", "tunable2", "--labels", "2", "--budget", "smoke",
+                 "--seeds", "2", "--no-progress", "--no-estimate", "--out", str(untuned)]) == 0
+    board = tmp_path / "board"
+    build_leaderboard([runs, untuned], board, plots=False, log=lambda _: None)
+    folder = next(board.rglob("summary.csv")).parent
+    table = pd.read_csv(folder / "summary.csv").set_index("method")
+    assert table["num_seeds"].to_dict() == {"tunable2 [tuned: 2 trials]": 1, "tunable2": 2}
+    assert table["tuning_trials"].to_dict() == {"tunable2 [tuned: 2 trials]": 2, "tunable2": 0}
+    assert "Search budgets differ between rows (2 trials: tunable2 [tuned: 2 trials]; 0 trials: tunable2)" in (
+        folder / "leaderboard.md").read_text()
 
 
 def test_set_rejects_unknown_parameters(tmp_path, capsys):

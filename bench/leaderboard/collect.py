@@ -8,20 +8,21 @@ the leaderboard lists it.
 Runs are grouped so that only like is averaged with like.  A :class:`GroupKey` is one leaderboard
 table: the dataset, the training budget (with any ``--iters``/``--batch`` override, which changes the
 protocol), the empty-mask policy and the unit of the surface distances.  Inside a group a row is a
-:class:`Setting` (label budget) x method variant (method + result flags), averaged over seeds.
+:class:`Setting` (label budget) x method variant (method + result flags + hyper-parameters that are not
+the method's defaults), averaged over seeds.
 """
 from __future__ import annotations
 
 import json
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import pandas as pd
 
-from bench.runs import FAILURE_FILE, SUMMARY_FILE
+from bench.runs import FAILURE_FILE, SUMMARY_FILE, params_changes
 
 PER_CASE_FILE = "per_case.csv"
 RUN_MARKERS = (SUMMARY_FILE, FAILURE_FILE, PER_CASE_FILE, "config.json")
@@ -30,6 +31,8 @@ RUN_MARKERS = (SUMMARY_FILE, FAILURE_FILE, PER_CASE_FILE, "config.json")
 METRICS = ("dice", "jaccard", "hd95", "asd")
 REQUIRED_SUMMARY_FIELDS = ("method", "dataset", "labels", "seed", "budget", "empty_policy",
                            "num_labeled_cases", "num_train_cases")
+CODE_CHANGED_LABEL = "defaults changed: "
+"""Starts the hyper-parameter label of a run trained with values this checkout would no longer use."""
 
 
 @dataclass(frozen=True, order=True)
@@ -87,6 +90,8 @@ class RunRecord:
     class_names: tuple[str, ...]
     group: GroupKey
     setting: Setting
+    hyperparameters: tuple[str, ...] = ()
+    """How the run's hyper-parameters depart from its method's defaults (:func:`hyperparameter_labels`)."""
 
     @property
     def method(self) -> str:
@@ -105,8 +110,15 @@ class RunRecord:
     @property
     def variant(self) -> str:
         """The row name: the method, with result flags that change what it means
-        (``random-init-sam``, ``ground-truth-prompts``) kept visible."""
-        return f"{self.method} [{', '.join(self.flags)}]" if self.flags else self.method
+        (``random-init-sam``, ``ground-truth-prompts``) and hyper-parameters other than the defaults kept
+        visible, so that runs with different settings are never averaged into one row."""
+        labels = self.flags + self.hyperparameters
+        return f"{self.method} [{', '.join(labels)}]" if labels else self.method
+
+    @property
+    def tuning_trials(self) -> int:
+        """Finished trials of the ``bench tune`` study the run's parameters came from; 0 if untuned."""
+        return int((self.summary.get("tuning") or {}).get("trials") or 0)
 
     @property
     def seed(self) -> int:
@@ -192,7 +204,54 @@ def read_run(directory: Path, display: str) -> RunRecord | SkippedRun:
         empty_policy=str(summary["empty_policy"]),
         distance_unit="+".join(units),
     )
-    return RunRecord(display, directory, summary, per_case, class_names, group, setting_of(summary))
+    return RunRecord(display, directory, summary, per_case, class_names, group, setting_of(summary),
+                     hyperparameter_labels(summary))
+
+
+def hyperparameter_labels(summary: dict) -> tuple[str, ...]:
+    """What sets a run's hyper-parameters apart from its method's defaults, for its row name.
+
+    ``tuned: N trials`` for parameters from a ``bench tune`` study (an unequal search budget is an
+    unequal comparison), ``name=value`` for each other override (``--set``, a sweep file's ``params``),
+    and ``defaults changed: names`` when the recorded parameters differ from what this checkout would
+    train with the same overrides: a default changed in the code since the run, so its row is not
+    the method as it stands.  The last check needs the method registered here; it is skipped otherwise.
+    """
+    overrides = dict((summary.get("config") or {}).get("params") or {})
+    tuning = summary.get("tuning") or {}
+    labels = []
+    if tuning:
+        labels.append(f"tuned: {tuning.get('trials', '?')} trials")
+        tuned = tuning.get("params") or {}
+        overrides_beyond_tuning = {k: v for k, v in overrides.items() if k not in tuned or tuned[k] != v}
+    else:
+        overrides_beyond_tuning = overrides
+    labels += [f"{name}={_printed(value)}" for name, value in sorted(overrides_beyond_tuning.items())]
+    changed = code_changes(summary, overrides)
+    if changed:
+        labels.append(CODE_CHANGED_LABEL + ", ".join(changed))
+    return tuple(labels)
+
+
+def code_changes(summary: dict, overrides: dict) -> list[str]:
+    """Names of the recorded parameters that this checkout would set differently for the same overrides."""
+    from bench.registry import METHODS
+
+    if "params" not in summary:
+        return []
+    try:
+        method_cls = METHODS.get(str(summary["method"]))
+    except KeyError:
+        return []
+    try:
+        current = asdict(method_cls.params_from_dict(overrides))
+    except (TypeError, ValueError) as error:
+        return [f"overrides no longer accepted ({error})"]
+    return [change.split(":", 1)[0] for change in params_changes(dict(summary["params"] or {}), current)]
+
+
+def _printed(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def read_per_case(path: Path) -> pd.DataFrame | str:

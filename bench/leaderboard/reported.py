@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.leaderboard.collect import METRICS, GroupKey
+from bench.leaderboard.collect import CODE_CHANGED_LABEL, METRICS, GroupKey
 from bench.leaderboard.tables import HEADERS, PRINTED_DECIMALS, escape_markdown
 
 DEFAULT_REPORTED_CSV = Path(__file__).resolve().parents[2] / "leaderboards" / "reported.csv"
@@ -66,9 +66,10 @@ def load_reported(path: Path | None = None) -> pd.DataFrame:
     return table
 
 
-def comparison_blockers(key: GroupKey, flags: str, labeled_domain: str = "") -> list[str]:
+def comparison_blockers(key: GroupKey, flags: str, labeled_domain: str = "", hyperparameters: str = "") -> list[str]:
     """Why our row is not the paper's protocol (empty list: it is)."""
     reasons = [f"labeled cases drawn from domain {labeled_domain}"] if labeled_domain else []
+    reasons += [label for label in hyperparameters.split(";") if label.startswith(CODE_CHANGED_LABEL)]
     if key.budget != PAPER_BUDGET:
         reasons.append(f"budget {key.budget}")
     if key.empty_policy != PAPER_EMPTY_POLICY:
@@ -98,7 +99,7 @@ def compare_with_published(key: GroupKey, summary: pd.DataFrame, reported: pd.Da
         if matches.empty:
             rows.append({**base, "source": "", "published_method": "", "comparable": "no published number"})
             continue
-        blockers = comparison_blockers(key, ours["flags"], ours["labeled_domain"])
+        blockers = comparison_blockers(key, ours["flags"], ours["labeled_domain"], ours["hyperparameters"])
         for _, published in matches.iterrows():
             row = {**base, "source": f"{published['paper']} {published['table']}", "published_method": published["method"]}
             distance_reason = distance_blocker(key.distance_unit, published["distance_unit"])

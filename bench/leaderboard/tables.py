@@ -14,13 +14,14 @@ equal marks.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from bench.leaderboard.collect import METRICS, GroupKey, RunRecord, Setting
+from bench.leaderboard.collect import CODE_CHANGED_LABEL, METRICS, GroupKey, RunRecord, Setting
 from bench.leaderboard.statistics import (
     ALPHA,
     BOOTSTRAP_RESAMPLES,
@@ -105,6 +106,9 @@ def runs_table(records: Sequence[RunRecord]) -> pd.DataFrame:
             "registry_method": record.method,
             "family": summary.get("family", ""),
             "flags": ";".join(record.flags),
+            "hyperparameters": ";".join(record.hyperparameters),
+            "tuning_trials": record.tuning_trials,
+            "params": json.dumps(summary.get("params"), sort_keys=True),
             "seed": record.seed,
             "num_test_cases": len(record.per_case),
         }
@@ -142,7 +146,8 @@ def build_group_tables(key: GroupKey, records: Sequence[RunRecord]) -> GroupTabl
         row: dict = {
             "labels": setting.text, "num_labeled_cases": setting.num_labeled, "num_train_cases": setting.num_train,
             "labeled_domain": setting.labeled_domain, "method": variant, "registry_method": members[0].method,
-            "flags": ";".join(members[0].flags), "seeds": ";".join(str(r.seed) for r in members),
+            "flags": ";".join(members[0].flags), "hyperparameters": ";".join(members[0].hyperparameters),
+            "tuning_trials": members[0].tuning_trials, "seeds": ";".join(str(r.seed) for r in members),
         }
         per_run = [run_metrics(r) for r in members]
         for column in metric_columns:
@@ -174,7 +179,7 @@ def build_group_tables(key: GroupKey, records: Sequence[RunRecord]) -> GroupTabl
     summary = summary.sort_values(["_order", "dice_mean", "method"], ascending=[True, False, True], na_position="last")
     summary = summary.drop(columns="_order").reset_index(drop=True)
     ordered = (["labels", "num_labeled_cases", "num_train_cases", "labeled_domain", "method", "registry_method", "flags",
-                "num_seeds", "seeds", "num_cases"]
+                "hyperparameters", "tuning_trials", "num_seeds", "seeds", "num_cases"]
                + [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "ci_low", "ci_high")]
                + [f"dice_{name}_{s}" for name in class_names for s in ("mean", "std")]
                + ["wall_seconds_mean", "device", "hardware", "num_paired_cases", "wilcoxon_statistic", "p_value",
@@ -330,6 +335,34 @@ def protocol_text(records: Sequence[RunRecord]) -> str:
             + f". Hardware: {machines}.\n")
 
 
+def hyperparameter_note(records: Sequence[RunRecord]) -> str:
+    """Where the rows' hyper-parameters came from, and whether every method had the same search budget:
+    a method tuned with 40 trials against one run at its defaults is not an equal comparison."""
+    trained = [record for record in records if record.summary.get("trains", True)]
+    labels = {label for record in records for label in record.hyperparameters}
+    parts = ["Hyper-parameters: each method's defaults (`bench list methods`; every run's values are in "
+             "`runs.csv`)" + (", except where the row name says otherwise" if labels else "") + "."]
+    if any(label.startswith("tuned: ") for label in labels):
+        parts.append("`tuned: N trials`: from a `bench tune` study with N finished trials (objective: validation Dice).")
+    if any("=" in label and not label.startswith(CODE_CHANGED_LABEL) for label in labels):
+        parts.append("`name=value`: set by the sweep file or on the command line.")
+    if any(label.startswith(CODE_CHANGED_LABEL) for label in labels):
+        parts.append(f"`{CODE_CHANGED_LABEL}names`: the run was trained with values of these parameters that this "
+                     f"checkout no longer uses (a default changed in the code since); the row is not the method as it "
+                     f"now stands and is never compared with a paper.")
+    budgets = {}
+    for record in trained:
+        budgets.setdefault(record.tuning_trials, set()).add(record.variant)
+    if len(budgets) > 1:
+        spread = "; ".join(f"{trials} trials: {', '.join(sorted(variants))}"
+                           for trials, variants in sorted(budgets.items(), reverse=True))
+        parts.append(f"Search budgets differ between rows ({spread}), so the comparison is not one of equal tuning "
+                     f"effort.")
+    elif trained and next(iter(budgets)) > 0:
+        parts.append(f"Every trained row was tuned with the same budget, {next(iter(budgets))} trials.")
+    return " ".join(parts) + "\n"
+
+
 ZERO_DISTANCE_POLICIES = ("ssl4mis", "zero")
 """Policies that score an empty prediction's HD95/ASD as 0, i.e. as perfect."""
 
@@ -370,6 +403,7 @@ def markdown_document(tables: GroupTables, published: str = "") -> str:
         f"Test split of `{key.dataset}`; budget `{key.budget}`; empty masks scored by the `{key.empty_policy}` policy; "
         f"HD95/ASD in {key.distance_unit}; {len(tables.records)} runs, {seed_text} seed(s) per row.\n",
         protocol_text(tables.records),
+        hyperparameter_note(tables.records),
         markdown_table(tables, METRICS),
         f"Mean ± sample std over the n seeds (std omitted for one seed). Dice and Jaccard in %. Bold: best, "
         f"underlined: second best per label budget and column. {significance_note(tables)} "
