@@ -200,7 +200,10 @@ def test_runs_with_other_hyperparameters_form_their_own_rows(tmp_path):
     experiment: its own row, named with the difference; a changed default also blocks a paper comparison."""
     defaults = dataclasses.asdict(METHODS.get("unimatch").default_params())
     runs = tmp_path / "runs"
-    record_params(write_run(runs, [0.8, 0.8], method="unimatch", seed=0), defaults)
+    # An override equal to the default changes nothing: same row as the defaults.
+    record_params(write_run(runs, [0.8, 0.8], method="unimatch", seed=0), defaults,
+                  {"confidence_threshold": defaults["confidence_threshold"]})
+    record_params(write_run(runs, [0.8, 0.8], method="unimatch", seed=3), defaults)
     record_params(write_run(runs, [0.6, 0.6], method="unimatch", seed=1),
                   {**defaults, "confidence_threshold": 0.5}, {"confidence_threshold": 0.5})
     outdated = {name: value for name, value in defaults.items() if name != "confidence_threshold"}
@@ -211,7 +214,9 @@ def test_runs_with_other_hyperparameters_form_their_own_rows(tmp_path):
     assert table["dice_mean"].to_dict() == pytest.approx({
         "unimatch": 0.8, "unimatch [confidence_threshold=0.5]": 0.6,
         "unimatch [defaults changed: confidence_threshold]": 0.4})
-    assert set(table["num_seeds"]) == {1} and set(table["tuning_trials"]) == {0}
+    assert table["num_seeds"].to_dict() == {"unimatch": 2, "unimatch [confidence_threshold=0.5]": 1,
+                                            "unimatch [defaults changed: confidence_threshold]": 1}
+    assert set(table["tuning_trials"]) == {0}
     long = pd.read_csv(folder / "runs.csv").set_index("seed")
     assert json.loads(long.loc[1, "params"])["confidence_threshold"] == 0.5
     paper = pd.read_csv(folder / "published_vs_reproduced.csv").set_index("method")

@@ -18,7 +18,7 @@ import os
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
@@ -215,39 +215,49 @@ def hyperparameter_labels(summary: dict) -> tuple[str, ...]:
     unequal comparison), ``name=value`` for each other override (``--set``, a sweep file's ``params``),
     and ``defaults changed: names`` when the recorded parameters differ from what this checkout would
     train with the same overrides: a default changed in the code since the run, so its row is not
-    the method as it stands.  The last check needs the method registered here; it is skipped otherwise.
+    the method as it stands.  An override equal to the current default changes nothing and is not
+    named.  The checks against the code need the method registered here; they are skipped otherwise.
     """
     overrides = dict((summary.get("config") or {}).get("params") or {})
     tuning = summary.get("tuning") or {}
+    defaults = current_defaults(str(summary["method"]))
     labels = []
     if tuning:
         labels.append(f"tuned: {tuning.get('trials', '?')} trials")
-        tuned = tuning.get("params") or {}
-        overrides_beyond_tuning = {k: v for k, v in overrides.items() if k not in tuned or tuned[k] != v}
-    else:
-        overrides_beyond_tuning = overrides
-    labels += [f"{name}={_printed(value)}" for name, value in sorted(overrides_beyond_tuning.items())]
+    baseline = {**(defaults or {}), **(tuning.get("params") or {})}
+    named = {k: v for k, v in overrides.items() if k not in baseline or _json(baseline[k]) != _json(v)}
+    labels += [f"{name}={_printed(value)}" for name, value in sorted(named.items())]
     changed = code_changes(summary, overrides)
     if changed:
         labels.append(CODE_CHANGED_LABEL + ", ".join(changed))
     return tuple(labels)
 
 
+def current_defaults(method: str) -> dict[str, Any] | None:
+    """The method's default parameters in this checkout; ``None`` if it is not registered here."""
+    from bench.registry import METHODS
+
+    try:
+        return asdict(METHODS.get(method).default_params())
+    except KeyError:
+        return None
+
+
 def code_changes(summary: dict, overrides: dict) -> list[str]:
     """Names of the recorded parameters that this checkout would set differently for the same overrides."""
     from bench.registry import METHODS
 
-    if "params" not in summary:
+    if "params" not in summary or current_defaults(str(summary["method"])) is None:
         return []
     try:
-        method_cls = METHODS.get(str(summary["method"]))
-    except KeyError:
-        return []
-    try:
-        current = asdict(method_cls.params_from_dict(overrides))
+        current = asdict(METHODS.get(str(summary["method"])).params_from_dict(overrides))
     except (TypeError, ValueError) as error:
         return [f"overrides no longer accepted ({error})"]
     return [change.split(":", 1)[0] for change in params_changes(dict(summary["params"] or {}), current)]
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _printed(value: object) -> str:
