@@ -44,6 +44,7 @@ from bench.networks import (
     VNet2D,
     VNet2DConfig,
     count_parameters,
+    dropout_disabled,
     init_weights,
 )
 from bench.schedules import exponential_rampdown, sigmoid_rampup
@@ -129,12 +130,12 @@ __all__ = [
     "add_clipped_gaussian_noise", "apply_geometry", "batch_partner", "ce_dice_loss", "center_point",
     "confidence_mask", "confident_dice_loss", "constant_rate", "copy_paste_mask", "count_parameters",
     "count_trainable", "cross_entropy_to_argmax", "cross_prompt", "cutmix_boxes", "cutmix_from_partner",
-    "decode_prompted", "dice_loss", "dual_decoder_prediction", "dual_decoder_sam", "ema_update", "ensemble_logits",
-    "ensemble_probs", "ensemble_pseudo_labels", "exponential_rampdown", "init_weights", "invert_geometry",
-    "jitter_boxes", "largest_component", "largest_component_per_class", "make_teacher", "mask_prompt_logits",
-    "masked_consistency", "masked_cross_entropy", "method_class", "mix_by_mask", "monte_carlo_probs", "other_decoder",
-    "pixelwise_kl_divergence", "poly_decay", "predictive_entropy", "prompts_from_labels", "prompts_from_logits",
-    "pseudo_label_loss", "random_point", "register_dataset", "register_method", "resize_image", "resize_labels",
-    "sam_for", "sam_optimizer", "schedule_scaled", "sigmoid_rampup", "softmax_mse", "ssl4mis_consistency_weight",
-    "tight_box", "unet_for", "warmup_poly_schedule",
+    "decode_prompted", "dice_loss", "dropout_disabled", "dual_decoder_prediction", "dual_decoder_sam", "ema_update",
+    "ensemble_logits", "ensemble_probs", "ensemble_pseudo_labels", "exponential_rampdown", "init_weights",
+    "invert_geometry", "jitter_boxes", "largest_component", "largest_component_per_class", "make_teacher",
+    "mask_prompt_logits", "masked_consistency", "masked_cross_entropy", "method_class", "mix_by_mask",
+    "monte_carlo_probs", "other_decoder", "pixelwise_kl_divergence", "poly_decay", "predictive_entropy",
+    "prompts_from_labels", "prompts_from_logits", "pseudo_label_loss", "random_point", "register_dataset",
+    "register_method", "resize_image", "resize_labels", "sam_for", "sam_optimizer", "schedule_scaled",
+    "sigmoid_rampup", "softmax_mse", "ssl4mis_consistency_weight", "tight_box", "unet_for", "warmup_poly_schedule",
 ]

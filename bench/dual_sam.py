@@ -196,7 +196,10 @@ def pixelwise_kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.
     Liu et al. (CVPR 2019) that InteractMatch Eq. 3 follows.  The teacher's class distribution is the
     target and is detached, so only the student moves (distillation is one-way, InteractMatch §3.3).
     Eq. 3 writes ``KL(q^2 || q^1)`` in [23]'s notation, whose code takes the teacher's softmax as the
-    target (cross-entropy ``-sum q^T log q^S``, which has this KL's gradient)."""
+    target (cross-entropy ``-sum q^T log q^S``, which has this KL's gradient).  That code
+    (``CriterionPixelWise``) sums over the batch and divides by ``W H`` only; Eq. 3 is written per
+    image, and the mean over the batch here keeps the loss's scale independent of the batch size (the
+    code's would be ``N`` times larger at ``N`` images per batch)."""
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"pixelwise_kl_divergence: student {tuple(student_logits.shape)} and teacher "
                          f"{tuple(teacher_logits.shape)} logits differ in shape")

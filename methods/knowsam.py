@@ -79,6 +79,9 @@ Where this module departs from the official code, and why:
   frozen decoder could not learn from a random initialisation (tests, ``--sam-random-init``).
 * Training length and batch are the benchmark's (SSL4MIS ACDC: 30k iterations, 12 + 12) rather than
   §IV-B's 50k; UGDA's start is a fraction of training, so it keeps its place in the schedule.
+* SAM's ViT keeps its relative position embeddings (``use_rel_pos=True``, as SAM was trained); the
+  code's ``build_sam.py`` builds the ViT with ``use_rel_pos=False`` and so drops the checkpoint's
+  ``rel_pos`` tables.  (LiteMedSAM, the default backbone here, has no such tables.)
 """
 from __future__ import annotations
 

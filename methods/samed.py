@@ -16,7 +16,14 @@ resized to the patch size.
 
 Defaults follow the official code (hitachinsk/SAMed, ``train.py`` and ``trainer.py``, run with
 ``--warmup --AdamW`` as its README does); the encoder input is 512 px for SAM's ViTs as in
-``train.py --img_size 512`` (LiteMedSAM is fixed at 256).
+``train.py --img_size 512`` (LiteMedSAM is fixed at 256).  The decoder starts as ``build_sam.py``
+leaves it: SAM's transformer and up-scaling always, its mask tokens, hypernetwork MLPs and IoU head only
+when the whole checkpoint loads strictly (4 classes at the checkpoint's input size, e.g. LiteMedSAM at
+256); at 512 px ``load_from`` drops them and they start random (``sam_for(decoder_init="samed")``).
+
+Batch: SAMed trains on 2 GPUs x ``--batch_size 12`` = 24 labeled images per step; the harness gives
+every method the budget's labeled batch (12 at ``paper``, 8 at ``quick``), so at ``paper`` this row
+takes half SAMed's batch at SAMed's learning rate.
 """
 from __future__ import annotations
 
@@ -78,7 +85,7 @@ class SAMed(Method):
         self.sam = sam_for(
             task,
             class_tokens=True,
-            decoder_init="checkpoint",
+            decoder_init="samed",
             adaptation="lora",
             lora_rank=params.lora_rank,
             vit_image_size=params.vit_image_size,

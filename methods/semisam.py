@@ -64,6 +64,10 @@ train_LA_semisam_mt.py``; ``code_semisam+/``) differs, the choices and why:
   paper); the published ``semisam`` runs were trained this way.
 * **2D slices, not SAM-Med3D.**  The paper's SAM-Med3D on LA volumes becomes a 2D SAM on the SSL4MIS ACDC
   slices, the setting of every other method here; SAM is prompted per class since ACDC has three.
+* **Schedule.**  §III-A trains its LA V-Net for 6,000 iterations with SGD at 0.01 divided by 10 every
+  2,500.  Here the wrapped Mean Teacher keeps the benchmark's schedule (SSL4MIS ACDC: 30k iterations at
+  ``paper``, SGD 0.01 with poly decay), so that ``semisam`` and ``mean-teacher`` differ by the SAM term
+  only; ``lambda_s`` decays over whatever length the budget gives.
 
 Cost.  The student's prediction on the weak view comes from ``Method.student_logits`` (default: the
 wrapped method's ``predict``), i.e. one extra forward and backward of the unlabeled batch per step;

@@ -56,7 +56,10 @@ Where this module departs from the paper's text, it follows the official code (M
   probabilities bilinearly and then takes argmax and threshold, which differs at class boundaries;
   ensembling, confidences and Eq. 8-10 are computed at the U-Net's resolution (the patch), with SAM's
   probabilities resized bilinearly (the code resizes the student's with nearest neighbours there).
-* The U-Net is the harness's SSL4MIS U-Net (the ACDC setting), not the official Milesial U-Net.
+* The U-Net is the harness's SSL4MIS U-Net (the ACDC setting), not the official Milesial U-Net.  The
+  Milesial U-Net has no dropout; the SSL4MIS one has (0.05-0.5 in the encoder), which the students keep
+  in training, but the no-gradient passes that score the U-Net's stability and make its pseudo-label
+  (Eq. 3-4) run without it, so that ``Phi_self`` measures what the code's measures.
 
 At test time the paper keeps the SAM student (§3.5) and reports both students (``SynFoC^U-Net`` and
 ``SynFoC^MedSAM`` rows of Tables 3-6).  ``synfoc`` evaluates the SAM student, ``synfoc-unet`` the U-Net
@@ -65,6 +68,8 @@ student of the same training.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +88,7 @@ from bench import (
     constant_rate,
     cutmix_boxes,
     dice_loss,
+    dropout_disabled,
     ema_update,
     make_teacher,
     masked_cross_entropy,
@@ -115,7 +121,9 @@ class SynFoCParams:
       ``0.03 / 250 = 1.2e-4`` (``--warmup`` divides the base rate by the warm-up period and nothing
       raises it again); the paper's stated value is used.
     * ``lora_rank`` 4, ``vit_image_size`` 512: §4.2 and §3.5 (SAMed-style LoRA on the image encoder,
-      input up-sampled to 512 for ViT-B; LiteMedSAM and the tiny SAM have fixed input sizes).
+      input up-sampled to 512 for ViT-B; LiteMedSAM and the tiny SAM have fixed input sizes).  The code
+      builds SAM with SAMed's ``build_sam`` (``sam_model_registry[...](image_size=..., num_classes=...)``),
+      so at 512 px its mask tokens and heads start random, as in ``samed``.
     * ``pixel_normalization`` ``unit``: the code builds SAM with ``pixel_mean=[0, 0, 0]``,
       ``pixel_std=[1, 1, 1]`` (the [0, 1] image as is).
     * ``ema_decay`` 0.99: code ``--ema_decay`` (the paper gives no value).
@@ -124,6 +132,11 @@ class SynFoCParams:
       it, ``consistency * sigmoid_rampup(t // (t_max / 200), 200)`` (see the module docstring).
     * ``sam_loss_at_low_resolution`` True: the code's SAM losses use ``low_res_logits`` against
       down-sampled labels and pseudo-labels (as SAMed).
+    * ``pseudo_label_dropout`` False: the U-Net teacher's and student's no-gradient passes on ``U_w``
+      (Eq. 3's ``P^UT_w``, Eq. 4's two argmaxes) run with the harness U-Net's dropout switched off, since
+      the code's Milesial U-Net has no dropout (BatchNorm stays in training mode, as in the code).
+      ``True`` keeps dropout on in those passes (the SSL4MIS teacher convention; this module's behaviour
+      until 2026-11-30, under which Eq. 4 scored two passes of equal weights below 1).
     """
 
     unet_lr: float = 0.03
@@ -139,6 +152,7 @@ class SynFoCParams:
     consistency: float = 1.0
     consistency_rampup_stages: int = 200
     sam_loss_at_low_resolution: bool = True
+    pseudo_label_dropout: bool = False
 
 
 def class_agreement(first_labels: torch.Tensor, second_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -234,7 +248,7 @@ class SynFoC(Method):
         self.sam = sam_for(
             task,
             class_tokens=True,
-            decoder_init="checkpoint",
+            decoder_init="samed",
             adaptation="lora",
             lora_rank=params.lora_rank,
             vit_image_size=params.vit_image_size,
@@ -250,6 +264,17 @@ class SynFoC(Method):
         stage = math.floor(progress.step * stages / max(1, progress.total_steps))
         return self.params.consistency * sigmoid_rampup(stage, stages)
 
+    @contextmanager
+    def unet_pseudo_label_mode(self) -> Iterator[None]:
+        """Both U-Nets without dropout for the no-gradient passes of Eq. 3-4 (``pseudo_label_dropout``
+        False): the official Milesial U-Net has none, so its ``Phi_self`` compares student and teacher
+        weights only; with dropout, two passes of equal weights already disagree and alpha drops."""
+        if self.params.pseudo_label_dropout:
+            yield
+            return
+        with dropout_disabled(self.unet), dropout_disabled(self.unet_teacher):
+            yield
+
     @staticmethod
     def sam_logits(sam: AdaptedSAM, images: torch.Tensor) -> torch.Tensor:
         """Automatic-segmentation class logits at SAM's decoder resolution."""
@@ -262,13 +287,15 @@ class SynFoC(Method):
         unlabeled_count = weak_images.shape[0]
         patch_size = tuple(batch.labels.shape[-2:])
 
-        # §3.3: the teachers' predictions on U_w, and the U-Net student's argmax there for Eq. 4.
+        # §3.3: the teachers' predictions on U_w, and the U-Net student's argmax there for Eq. 4, without
+        # the harness U-Net's dropout unless asked (see ``pseudo_label_dropout``).
         with torch.no_grad():
-            unet_teacher_probs = torch.softmax(self.unet_teacher(weak_images).float(), dim=1)
+            with self.unet_pseudo_label_mode():
+                unet_teacher_probs = torch.softmax(self.unet_teacher(weak_images).float(), dim=1)
+                unet_student_labels = self.unet(weak_images).argmax(dim=1)
             sam_teacher_probs = resize_image(
                 torch.softmax(self.sam_logits(self.sam_teacher, weak_images).float(), dim=1), patch_size
             )
-            unet_student_labels = self.unet(weak_images).argmax(dim=1)
         alpha, self_confidence, mutual_confidence = ensemble_ratio(
             unet_student_labels, unet_teacher_probs.argmax(dim=1), sam_teacher_probs.argmax(dim=1), num_classes
         )

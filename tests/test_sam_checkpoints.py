@@ -19,7 +19,7 @@ from bench.method import TaskSpec
 from bench.sam import BACKBONES, CheckpointError, lite_medsam_checkpoint, read_state_dict, sam_for
 from bench.sam.checkpoints import LITE_MEDSAM_SHA256, LITE_MEDSAM_SIZE, resize_position_embeddings, section, verify_file
 from bench.sam.lite_medsam import build_tiny_vit
-from bench.sam.model import build_mask_decoder
+from bench.sam.model import Backbone, build_mask_decoder
 from bench.sam.tiny import build_tiny_encoder
 from conftest import real_data_root
 
@@ -78,6 +78,44 @@ def test_decoder_token_parts_load_only_when_the_class_count_matches(tmp_path):
     random_decoders = sam_for(task(sam_model="tiny", sam_checkpoint=str(path)), decoder_init="random", report=False)
     assert not torch.equal(random_decoders.decoders[0].state_dict()["transformer.layers.0.self_attn.q_proj.weight"],
                            file_decoder["transformer.layers.0.self_attn.q_proj.weight"])
+
+
+def test_samed_drops_the_token_parts_when_the_input_size_differs_from_the_checkpoints(tmp_path, monkeypatch):
+    # A small ViT backbone trained at 64 px (SAM's ViTs at 1024), used at 64 and at 32 (SAMed's 512).
+    def build_encoder(image_size: int) -> nn.Module:
+        return ImageEncoderViT(img_size=image_size, patch_size=8, embed_dim=16, depth=2, num_heads=2, out_chans=32,
+                               norm_layer=partial(nn.LayerNorm, eps=1e-6), use_rel_pos=True, window_size=2,
+                               global_attn_indexes=(1,))
+
+    backbone = Backbone("vit-test", build_encoder, 64, False, 8, "sam", "required", prompt_dim=32, mask_in_chans=8,
+                        decoder_mlp_dim=64, decoder_heads=2, iou_hidden_dim=32)
+    monkeypatch.setitem(BACKBONES, "vit-test", backbone)
+    torch.manual_seed(5)
+    modules = {
+        "image_encoder": build_encoder(64),
+        "prompt_encoder": PromptEncoder(embed_dim=32, image_embedding_size=(8, 8), input_image_size=(64, 64), mask_in_chans=8),
+        "mask_decoder": build_mask_decoder(backbone, num_mask_tokens=4),
+    }
+    state = {f"{prefix}.{key}": value + 0.05 for prefix, module in modules.items() for key, value in module.state_dict().items()}
+    path = tmp_path / "vit_test.pth"
+    torch.save(state, path)
+    file_decoder = section(state, "mask_decoder")
+
+    def decoder(decoder_init: str, vit_image_size: int) -> dict[str, torch.Tensor]:
+        options = {"sam_model": "vit-test", "sam_checkpoint": str(path)}
+        return sam_for(task(**options), decoder_init=decoder_init, vit_image_size=vit_image_size,
+                       report=False).decoders[0].state_dict()
+
+    def loaded(weights: dict[str, torch.Tensor], key: str) -> bool:
+        return torch.equal(weights[key], file_decoder[key])
+
+    token_keys = ["mask_tokens.weight", "output_hypernetworks_mlps.0.layers.0.weight", "iou_prediction_head.layers.0.weight"]
+    shared_keys = ["transformer.layers.0.self_attn.q_proj.weight", "output_upscaling.0.weight"]
+    at_checkpoint_size, resized = decoder("samed", 64), decoder("samed", 32)
+    assert all(loaded(at_checkpoint_size, key) for key in token_keys + shared_keys)  # SAMed's strict load
+    assert all(loaded(resized, key) for key in shared_keys)  # load_from keeps these ...
+    assert not any(loaded(resized, key) for key in token_keys)  # ... and drops these
+    assert all(loaded(decoder("checkpoint", 32), key) for key in token_keys)  # every part that fits
 
 
 def test_class_prompt_embeddings_start_from_sams_negative_positive_and_corner_embeddings(tmp_path):

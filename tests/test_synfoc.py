@@ -147,6 +147,23 @@ def test_training_step_ensembles_the_teachers_on_the_weak_view(monkeypatch):
     assert torch.allclose(captured["pseudo_labels"].confidence, confidence)
 
 
+def test_stability_score_compares_weights_not_dropout_noise():
+    # The harness trains in train mode; at step 0 the teacher is a copy of the student, so Eq. 4 must
+    # score 1 (the official U-Net has no dropout).  With dropout in those passes it does not.
+    scores = {}
+    for pseudo_label_dropout in (False, True):
+        method, batch = tiny_synfoc(pseudo_label_dropout=pseudo_label_dropout), tiny_batch()
+        method.train()
+        torch.manual_seed(1)
+        scores[pseudo_label_dropout] = method.training_step(batch, Progress(0, 100)).logs["self_confidence"]
+        dropout_layers = [layer for layer in method.unet.modules() if isinstance(layer, torch.nn.Dropout)]
+        assert dropout_layers and all(layer.training for layer in dropout_layers)  # restored for training
+        weak = batch.unlabeled["weak"]
+        assert not torch.equal(method.unet(weak), method.unet(weak))  # the students' passes keep dropout
+    assert scores[False] == 1.0
+    assert scores[True] < 0.99
+
+
 # ---- Eq. 1: intermediate samples -----------------------------------------------------------------------------
 
 

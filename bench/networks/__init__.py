@@ -18,6 +18,7 @@ from bench.networks.unet import (
     UNetEncoder,
     UpBlock,
     count_parameters,
+    dropout_disabled,
     feature_dropout,
     init_weights,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "UNetEncoder",
     "UpBlock",
     "count_parameters",
+    "dropout_disabled",
     "feature_dropout",
     "init_weights",
 ]

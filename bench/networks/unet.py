@@ -28,8 +28,9 @@ Variants:
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +52,7 @@ __all__ = [
     "UNetEncoder",
     "UpBlock",
     "count_parameters",
+    "dropout_disabled",
     "feature_dropout",
     "init_weights",
 ]
@@ -207,6 +209,26 @@ class UpBlock(nn.Module):
             x = self.conv1x1(x)
         x = self.up(x)
         return self.conv(torch.cat([skip, x], dim=1))
+
+
+@contextmanager
+def dropout_disabled(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` with its ``nn.Dropout`` layers in eval mode and everything else (BatchNorm's batch
+    statistics included) as it is, then restore each layer's mode.
+
+    For a method ported from code whose network has no dropout (SynFoC's Milesial U-Net), so that a
+    no-gradient prediction made for a pseudo-label or a stability score carries no dropout noise that
+    the official network never had.
+    """
+    layers = [layer for layer in module.modules() if isinstance(layer, nn.modules.dropout._DropoutNd)]
+    modes = [layer.training for layer in layers]
+    for layer in layers:
+        layer.eval()
+    try:
+        yield
+    finally:
+        for layer, mode in zip(layers, modes):
+            layer.train(mode)
 
 
 def feature_dropout(x: Tensor) -> Tensor:

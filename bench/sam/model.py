@@ -31,8 +31,11 @@ What "adapted" means, and where each choice comes from:
   for (the patch / label size).
 * **Several decoders.**  CPC-SAM and InteractMatch use two decoders of the same structure with
   different random initialisations (``decoder_init="random"``); SAMed copies SAM's decoder
-  (``decoder_init="checkpoint"``), the mask tokens and heads only when their number matches the
-  checkpoint's (SAMed ``build_sam.py`` ``load_from``; with 4 classes they do).
+  (``decoder_init="samed"``), the mask tokens and heads only when the checkpoint would load strictly:
+  SAMed ``build_sam.py`` tries ``load_state_dict`` on the whole model and, when that fails (another
+  number of classes than SAM's 3 + 1 tokens, or an input size whose position embeddings must be
+  resized, as at its default 512 px), falls back to ``load_from``, which never loads them.  With 4
+  classes at the checkpoint's own size (LiteMedSAM at 256) they load; a ViT at 512 starts them random.
 * **Zero-shot use** (SAM-point, SAM-box, SemiSAM): ``class_tokens=False`` keeps SAM's own 4-token
   decoder and :meth:`AdaptedSAM.decode_per_class` prompts each class separately with a positive point
   or a box and combines the binary masks (see there).
@@ -506,12 +509,17 @@ DECODER_GROUPS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("mask tokens and heads", ("mask_tokens.", "output_hypernetworks_mlps.", "iou_prediction_head."), False),
     ("output up-scaling", ("output_upscaling.",), False),
 )
-"""SAMed ``load_from``: the transformer always loads; the token-dependent parts only when the number
-of tokens matches the checkpoint; the up-scaling only when it is SAM's (not the progressive one)."""
+"""The transformer always loads; the token-dependent parts only when the number of tokens matches the
+checkpoint (and, under ``decoder_init="samed"``, the input size too); the up-scaling only when it is
+SAM's (not the progressive one)."""
+TOKEN_GROUP = DECODER_GROUPS[1][0]
+DECODER_INITS = ("checkpoint", "samed", "random")
 
 
-def load_decoder(decoder: MaskDecoder, state: dict[str, torch.Tensor], source: str) -> list[str]:
-    """Load the groups of ``DECODER_GROUPS`` that fit; returns the names of those left random."""
+def load_decoder(decoder: MaskDecoder, state: dict[str, torch.Tensor], source: str, *,
+                 token_parts: bool = True) -> list[str]:
+    """Load the groups of ``DECODER_GROUPS`` that fit (``token_parts=False`` leaves the token-dependent
+    group random even when it fits); returns the names of those left random."""
     expected = decoder.state_dict()
     loaded: dict[str, torch.Tensor] = {}
     left_random = []
@@ -519,6 +527,8 @@ def load_decoder(decoder: MaskDecoder, state: dict[str, torch.Tensor], source: s
         model_keys = {key for key in expected if key.startswith(prefixes)}
         file_keys = {key for key in state if key.startswith(prefixes)}
         fits = model_keys == file_keys and all(expected[key].shape == state[key].shape for key in model_keys)
+        if name == TOKEN_GROUP and not token_parts:
+            fits = False
         if fits:
             loaded.update({key: state[key] for key in model_keys})
         elif required:
@@ -553,7 +563,10 @@ def sam_for(
 
     ``class_tokens`` -- one mask token per class (fine-tuned methods) or SAM's own 4 (zero-shot);
     ``class_prompts`` -- CPC-SAM's class-aware point embeddings; ``decoder_init`` -- ``checkpoint``
-    (SAMed) or ``random`` (CPC-SAM, each decoder its own draw); ``adaptation`` -- ``lora`` (q and v,
+    (every part that fits: KnowSAM, SemiSAM), ``samed`` (SAMed's ``build_sam``, also SynFoC's: the
+    mask tokens and heads only when the whole file would load strictly, i.e. same token count and input
+    size; at another size ``load_from`` leaves them random) or ``random`` (CPC-SAM, each decoder its own
+    draw); ``adaptation`` -- ``lora`` (q and v,
     rank ``lora_rank``), ``adapter`` (bottleneck adapters, KnowSAM), ``frozen`` or ``full``;
     ``vit_image_size`` -- input size of ViT-B/L/H (LiteMedSAM and the tiny SAM have fixed sizes);
     ``gradient_checkpointing`` -- recompute encoder blocks in the backward pass (ViT-B at 512-1024 px).
@@ -563,8 +576,8 @@ def sam_for(
     backbone = BACKBONES[options.model]
     if adaptation not in ADAPTATIONS:
         raise ValueError(f"adaptation {adaptation!r}: expected one of {ADAPTATIONS}")
-    if decoder_init not in ("checkpoint", "random"):
-        raise ValueError(f"decoder_init {decoder_init!r}: expected 'checkpoint' or 'random'")
+    if decoder_init not in DECODER_INITS:
+        raise ValueError(f"decoder_init {decoder_init!r}: expected one of {DECODER_INITS}")
     if num_decoders < 1:
         raise ValueError(f"num_decoders must be >= 1, got {num_decoders}")
     image_size = backbone.image_size
@@ -592,12 +605,17 @@ def sam_for(
             prompt_state = class_prompt_state(prompt_state, task.num_classes)
         load_strict(prompt_encoder, prompt_state, source, "prompt_encoder")
         weights_note = f"weights from {path.name}"
-        if decoder_init == "checkpoint":
+        if decoder_init != "random":
+            # SAMed build_sam: a strict load of the whole file, else load_from, which drops the token parts.
+            resized = image_size != backbone.image_size
+            token_parts = decoder_init == "checkpoint" or not resized
             random_parts = set()
             for decoder in decoders:
-                random_parts.update(load_decoder(decoder, section(state, "mask_decoder"), source))
+                random_parts.update(load_decoder(decoder, section(state, "mask_decoder"), source,
+                                                 token_parts=token_parts))
             if random_parts:
-                weights_note += f" (decoder {', '.join(sorted(random_parts))} random: shapes differ)"
+                reason = "shapes differ" if token_parts else f"SAMed's load_from at {image_size} px"
+                weights_note += f" (decoder {', '.join(sorted(random_parts))} random: {reason})"
         else:
             weights_note += " (mask decoders random, as CPC-SAM)"
 
