@@ -606,7 +606,7 @@ def sam_for(
         load_strict(prompt_encoder, prompt_state, source, "prompt_encoder")
         weights_note = f"weights from {path.name}"
         if decoder_init != "random":
-            # SAMed build_sam: a strict load of the whole file, else load_from, which drops the token parts.
+            # ``samed``: build_sam's strict load of the whole file, else load_from, which drops the token parts.
             resized = image_size != backbone.image_size
             token_parts = decoder_init == "checkpoint" or not resized
             random_parts = set()
