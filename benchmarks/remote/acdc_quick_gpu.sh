@@ -15,8 +15,8 @@
 #   methods is ~21 PFLOP of training (1,000 steps; `benchmarks/method_step_time.py --flops` counted
 #   154-799 GFLOP per step at 1+1 images, x 8 for 8+8), more than a few minutes of fp32 hold;
 # * the classic rows the CPU sweep has not reached (ua-mt, unimatch and semisam at 1 and 7), in fp32 like
-#   the rest of the table, two at a time, after mc-net-plus at 7 (its published CPU runs there predate
-#   its official constant learning rate; at 1 and 3 they were re-run: leaderboards/acdc-quick/STATUS.md).
+#   the rest of the table, two at a time (all three seeds: the GPU's runs/ starts empty, so the CPU's
+#   unimatch seed 0 at 1 and 7 is trained again; keep one of the two when copying back).
 # $REHEARSAL_ARGS, if set, is appended to every `bench run` (e.g. "--iters 2 --sam-model tiny
 # --sam-random-init" to rehearse the whole flow on a CPU before spending GPU time).
 set -uo pipefail
@@ -47,7 +47,6 @@ for method in samed cpc-sam interactmatch knowsam synfoc synfoc-unet; do
   groups+=($!)
 done
 setsid bash -c "
-  python3 -m bench.cli run ${common[*]} --methods mc-net-plus --labels 7 --seeds 3 --jobs 2
   python3 -m bench.cli run ${common[*]} --methods ua-mt,unimatch --labels 1,7 --seeds 3 --jobs 2
   python3 -m bench.cli run ${common[*]} --methods semisam --labels 1,7 --seeds 3 --jobs 2
 " > "$logs/classic.log" 2>&1 &
