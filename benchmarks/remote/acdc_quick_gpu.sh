@@ -15,9 +15,9 @@
 #   methods is ~21 PFLOP of training (1,000 steps; `benchmarks/method_step_time.py --flops` counted
 #   154-799 GFLOP per step at 1+1 images, x 8 for 8+8), more than a few minutes of fp32 hold;
 # * the classic rows the CPU sweep has not reached (ua-mt, unimatch and semisam at 1 and 7), in fp32 like
-#   the rest of the table, two at a time (all three seeds: the GPU's runs/ starts empty, so the CPU's
-#   unimatch seed 0 at 1 and 7 and ua-mt seed 0 at 1 are trained again; keep one of each pair when
-#   copying back).
+#   the rest of the table, two at a time (all three seeds: the GPU's runs/ starts empty, so the seeds the
+#   CPU has already published there (STATUS.md) are trained again; keep one of each pair when copying
+#   back).
 # $REHEARSAL_ARGS, if set, is appended to every `bench run` (e.g. "--iters 2 --sam-model tiny
 # --sam-random-init" to rehearse the whole flow on a CPU before spending GPU time).
 set -uo pipefail
