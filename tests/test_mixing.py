@@ -154,6 +154,26 @@ def test_confident_dice_ignores_unconfident_pixels():
     assert torch.all(pixel_gradient[keep] > 0)
 
 
+@pytest.mark.parametrize("num_classes", [2, 4])
+def test_confident_dice_without_confident_foreground_sits_at_c_minus_one_over_c_and_only_lowers_foreground(num_classes):
+    """The premise of ``benchmarks/unlabeled_loss_plateau.py``: pseudo-labels that are background on
+    every confident pixel, against a strong view that is confident background with some foreground
+    mass left, put the loss at (C-1)/C, and descending it lowers every foreground logit there."""
+    generator = torch.Generator().manual_seed(5)
+    strong_logits = torch.randn(4, num_classes, 16, 16, generator=generator)
+    strong_logits[:, 0] += 6.0  # confident background, yet summed squared foreground mass >> 1e-5
+    strong_logits.requires_grad_(True)
+    labels = torch.zeros(4, 16, 16, dtype=torch.long)
+    labels[:, :4, :4] = 1  # foreground pseudo-labels, all below the threshold
+    confidence = torch.where(labels == 0, 0.99, 0.5)
+    loss = confident_dice_loss(strong_logits, PseudoLabels(labels, confidence), threshold=0.95)
+    assert float(loss) == pytest.approx((num_classes - 1) / num_classes, abs=2e-3)
+    loss.backward()
+    confident = confidence >= 0.95
+    foreground_gradient = strong_logits.grad[:, 1:].permute(1, 0, 2, 3)[:, confident]
+    assert torch.all(foreground_gradient > 0)
+
+
 def test_largest_component_keeps_exactly_the_largest_blob_per_class():
     label_map = np.zeros((10, 10), dtype=np.int64)
     label_map[0:2, 0:3] = 1  # class 1, 6 pixels: kept
