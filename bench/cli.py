@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     sam.add_argument("--sam-checkpoint", type=Path, default=None, help="SAM or MedSAM checkpoint (.pth) for vit_b/l/h")
     sam.add_argument("--sam-random-init", action="store_true",
                      help="allow SAM methods to start from random weights; every such result is flagged")
+    sam.add_argument("--sam-embedding-store", type=Path, default=None, metavar="DIR",
+                     help="keep a frozen SAM encoder's image embeddings in DIR (semisam: ~4 MiB per slice, ~5 GB "
+                          "for ACDC's training slices with LiteMedSAM) and read them back in later runs, seeds and "
+                          "label budgets instead of encoding again; keyed by the encoder's weights and the image, "
+                          "so one DIR serves every checkpoint and several processes; not part of a run's config")
     run.add_argument("--config", type=Path, default=None, metavar="SWEEP.yaml",
                      help="experiment file: any of the options above as YAML keys (methods, dataset, labels, seeds, "
                           "budget, iters, ...) plus 'params: {method: {param: value}}'; command-line flags win")
@@ -190,7 +195,7 @@ def parse_methods(text: str) -> list[str]:
 RUN_CONFIG_KEYS = {
     "methods", "dataset", "labels", "seeds", "budget", "iters", "batch", "grad_clip", "out", "data_root",
     "label_selection", "empty_policy", "spacing", "precision", "labeled_domain", "dataset_option", "sam_model",
-    "sam_checkpoint", "sam_random_init", "params", "set",
+    "sam_checkpoint", "sam_random_init", "sam_embedding_store", "params", "set",
 }
 
 
@@ -215,7 +220,7 @@ def apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
             value = ",".join(str(item) for item in value)
         elif key == "labels":
             value = str(value)
-        elif key in ("out", "data_root", "sam_checkpoint") and value is not None:
+        elif key in ("out", "data_root", "sam_checkpoint", "sam_embedding_store") and value is not None:
             value = Path(value)
         elif key == "dataset_option" and isinstance(value, dict):
             value = [f"{k}={v}" for k, v in value.items()]
@@ -326,7 +331,8 @@ def command_run(args: argparse.Namespace) -> int:
     options = {"data_root": str(data_root) if data_root else None, "dataset_options": dataset_options,
                "labeled_domain": args.labeled_domain}
     sam_options = {"sam_model": args.sam_model, "sam_random_init": args.sam_random_init,
-                   "sam_checkpoint": str(args.sam_checkpoint) if args.sam_checkpoint else None}
+                   "sam_checkpoint": str(args.sam_checkpoint) if args.sam_checkpoint else None,
+                   "sam_embedding_store": str(args.sam_embedding_store) if args.sam_embedding_store else None}
     params = method_params(args, methods)
     check_writable(args.out)
     specs = expand_runs(

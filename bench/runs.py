@@ -21,7 +21,7 @@ SUMMARY_FILE = "summary.json"
 FAILURE_FILE = "failure.json"
 PREDICTIONS_FILE = "predictions.npz"
 CHECKPOINT_FILE = "checkpoint.pt"
-NOT_IN_CONFIG = ("data_root", "tuning")
+NOT_IN_CONFIG = ("data_root", "tuning", "sam_embedding_store")
 """Run options recorded elsewhere, never part of a run's identity (see :meth:`RunSpec.config`)."""
 
 

@@ -461,11 +461,13 @@ class AdaptedSAM(nn.Module):
 @dataclass(frozen=True)
 class SAMOptions:
     """The harness options that choose a SAM backbone (``TaskSpec.options``; CLI ``--sam-model``,
-    ``--sam-checkpoint``, ``--sam-random-init``)."""
+    ``--sam-checkpoint``, ``--sam-random-init``), and where a frozen encoder's embeddings may be kept
+    (``--sam-embedding-store``, ``bench.sam.embedding_store``)."""
 
     model: str = DEFAULT_SAM_MODEL
     checkpoint: str | None = None
     random_init: bool = False
+    embedding_store: str | None = None
 
     @classmethod
     def from_task(cls, task: TaskSpec) -> "SAMOptions":
@@ -474,6 +476,7 @@ class SAMOptions:
             model=options.get("sam_model") or DEFAULT_SAM_MODEL,
             checkpoint=options.get("sam_checkpoint") or None,
             random_init=bool(options.get("sam_random_init", False)),
+            embedding_store=options.get("sam_embedding_store") or None,
         )
         options.validate()
         return options
