@@ -88,7 +88,15 @@ from bench.prompts import (
     random_point,
     tight_box,
 )
-from bench.sam import AdaptedSAM, EmbeddingStore, SAMOptions, count_trainable, sam_for, sam_optimizer, warmup_poly_schedule
+from bench.sam import (
+    AdaptedSAM,
+    EmbeddingStore,
+    SAMOptions,
+    count_trainable,
+    sam_for,
+    sam_optimizer,
+    warmup_poly_schedule,
+)
 
 # Dual-decoder SAM (CPC-SAM, InteractMatch): decoders prompting each other, ensembles, distillation.
 from bench.dual_sam import (
@@ -124,7 +132,8 @@ def method_class(name: str) -> type[Method]:
 
 __all__ = [
     "AdaptedSAM", "Batch", "Case", "ClassPrompts", "ConvBlock", "DATASET_ENTRY_POINT_GROUP", "DatasetAdapter",
-    "DeepSupervisionUNet", "DownBlock", "EmbeddingStore", "GROUND_TRUTH_PROMPTS", "Geometry", "METHOD_ENTRY_POINT_GROUP", "Method",
+    "DeepSupervisionUNet", "DownBlock", "EmbeddingStore", "GROUND_TRUTH_PROMPTS", "Geometry",
+    "METHOD_ENTRY_POINT_GROUP", "Method",
     "MultiDecoderUNet", "NoParams", "OptimizerSpec", "Progress", "PromptRecipe", "PseudoLabels", "RANDOM_INIT_SAM",
     "SAMOptions", "StepOutput", "TaskSpec", "TrainingSlice", "UNet", "UNetConfig", "VIEWS", "VNet2D", "VNet2DConfig",
     "add_clipped_gaussian_noise", "apply_geometry", "batch_partner", "ce_dice_loss", "center_point",

@@ -71,10 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     sam.add_argument("--sam-random-init", action="store_true",
                      help="allow SAM methods to start from random weights; every such result is flagged")
     sam.add_argument("--sam-embedding-store", type=Path, default=None, metavar="DIR",
-                     help="keep a frozen SAM encoder's image embeddings in DIR (semisam: ~4 MiB per slice, ~5 GB "
-                          "for ACDC's training slices with LiteMedSAM) and read them back in later runs, seeds and "
-                          "label budgets instead of encoding again; keyed by the encoder's weights and the image, "
-                          "so one DIR serves every checkpoint and several processes; not part of a run's config")
+                     help="keep a frozen SAM encoder's image embeddings (semisam) in DIR, ~4 MiB per slice, so "
+                          "later runs read them instead of encoding again; one DIR serves every checkpoint and "
+                          "several processes; not part of a run's config (README: Many runs, many machines)")
     run.add_argument("--config", type=Path, default=None, metavar="SWEEP.yaml",
                      help="experiment file: any of the options above as YAML keys (methods, dataset, labels, seeds, "
                           "budget, iters, ...) plus 'params: {method: {param: value}}'; command-line flags win")

@@ -259,11 +259,11 @@ class SemiSAMBranch(Method):
         )
         self.sam.requires_grad_(False)
         self.sam.eval()
-        store_directory = SAMOptions.from_task(task).embedding_store
-        store = EmbeddingStore(store_directory, self.sam) if store_directory else None
+        sam_options = SAMOptions.from_task(task)
+        store = EmbeddingStore(sam_options.embedding_store, self.sam) if sam_options.embedding_store else None
         self.embedding_cache = EmbeddingCache(params.sam_embedding_cache_mb, store)
         self.result_flags = type(self).result_flags + self.sam.result_flags
-        if params.sam_prompt == "point" and SAMOptions.from_task(task).model in POINT_BLIND_BACKBONES:
+        if params.sam_prompt == "point" and sam_options.model in POINT_BLIND_BACKBONES:
             self.result_flags += (POINT_PROMPTS_UNTRAINED,)
 
     def train(self, mode: bool = True) -> "SemiSAMBranch":

@@ -46,7 +46,7 @@ class EmbeddingStore:
 
     Only for an encoder that does not train: the digest is taken once, when the store is opened."""
 
-    def __init__(self, directory: str | Path, sam: AdaptedSAM, description: str = "") -> None:
+    def __init__(self, directory: str | Path, sam: AdaptedSAM) -> None:
         if not sam.encoder_frozen:
             raise ValueError("EmbeddingStore: the SAM image encoder has trainable parameters; its embeddings "
                              "change as it trains and cannot be stored")
@@ -59,10 +59,8 @@ class EmbeddingStore:
         about = self.directory / "encoder.json"
         if not about.exists():
             self._write_atomically(about, lambda path: path.write_text(json.dumps(
-                {"encoder_sha256": self.identity, "image_size": sam.image_size, "description": description,
-                 "format": STORE_FORMAT}, indent=2) + "\n"))
-        self.reads = 0
-        self.writes = 0
+                {"encoder_sha256": self.identity, "image_size": sam.image_size, "format": STORE_FORMAT},
+                indent=2) + "\n"))
 
     def path_for(self, image: torch.Tensor) -> Path:
         digest = hashlib.sha256(f"{image.dtype};{tuple(image.shape)};".encode())
@@ -80,7 +78,6 @@ class EmbeddingStore:
         except Exception:  # torch raises several types for a truncated file
             path.unlink(missing_ok=True)
             return None
-        self.reads += 1
         return embedding
 
     def put(self, image: torch.Tensor, embedding: torch.Tensor) -> None:
@@ -89,7 +86,6 @@ class EmbeddingStore:
             return
         tensor = embedding.detach().cpu().contiguous().clone()
         self._write_atomically(path, lambda temporary: torch.save(tensor, temporary))
-        self.writes += 1
 
     @staticmethod
     def _write_atomically(path: Path, write) -> None:
