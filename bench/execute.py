@@ -296,7 +296,7 @@ def summarize_run(
         "method": spec.method,
         "family": method_cls.family,
         "paper": method_cls.paper,
-        "params": asdict(method_cls.params_from_dict(spec.params)),
+        "params": method_cls.recorded_params(spec.params),
         "tuning": spec.options.get("tuning"),
         "dataset": spec.dataset,
         "dataset_protocol": adapter.protocol(),

@@ -195,3 +195,9 @@ class Method(nn.Module):
                 f"method {cls.name!r}: unknown hyper-parameter(s) {unknown}; known: {sorted(known)}"
             )
         return dataclasses.replace(cls.Params(), **values)
+
+    @classmethod
+    def recorded_params(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Every parameter a run with these overrides trains with, as its summary records them: a sweep
+        compares them to skip only runs this checkout would repeat, a leaderboard to flag the others."""
+        return dataclasses.asdict(cls.params_from_dict(values))

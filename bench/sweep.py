@@ -191,7 +191,7 @@ RUNNING_ELSEWHERE = "running elsewhere"
 def method_params(spec: RunSpec) -> dict[str, Any]:
     """The method parameters a run of ``spec`` would train with in this checkout (as its summary
     records them)."""
-    return dataclasses.asdict(METHODS.get(spec.method).params_from_dict(spec.params))
+    return METHODS.get(spec.method).recorded_params(spec.params)
 
 
 def run_locked(spec: RunSpec, out: Path, show_progress: bool,

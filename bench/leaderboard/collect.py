@@ -250,7 +250,7 @@ def code_changes(summary: dict, overrides: dict) -> list[str]:
     if "params" not in summary or current_defaults(str(summary["method"])) is None:
         return []
     try:
-        current = asdict(METHODS.get(str(summary["method"])).params_from_dict(overrides))
+        current = METHODS.get(str(summary["method"])).recorded_params(overrides)
     except (TypeError, ValueError) as error:
         return [f"overrides no longer accepted ({error})"]
     return [change.split(":", 1)[0] for change in params_changes(dict(summary["params"] or {}), current)]
