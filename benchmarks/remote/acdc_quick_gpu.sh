@@ -9,15 +9,13 @@
 # Needs stage.sh's .device/ from an earlier call on the same machine, and .whl-sam/ and
 # .acdc/volumes.tar.xz carried.
 #
-# What runs, all at once on the one GPU:
-# * each SAM fine-tuning method in its own process, 3 labeled patients then 1 and 7, seeds 0-2 in order,
-#   with bf16 autocast (--precision bf16; their rows are flagged bf16-autocast): one seed of the six
-#   methods is ~21 PFLOP of training (1,000 steps; `benchmarks/method_step_time.py --flops` counted
-#   154-799 GFLOP per step at 1+1 images, x 8 for 8+8), more than a few minutes of fp32 hold;
-# * the classic rows the CPU sweep has not reached (ua-mt, unimatch and semisam at 1 and 7), in fp32 like
-#   the rest of the table, two at a time (all three seeds: the GPU's runs/ starts empty, so the seeds the
-#   CPU has already published there (STATUS.md) are trained again; keep one of each pair when copying
-#   back).
+# What runs, all at once on the one GPU: each SAM fine-tuning method in its own process, 3 labeled
+# patients then 1 and 7, seeds 0-2 in order, with bf16 autocast (--precision bf16; their rows are flagged
+# bf16-autocast): one seed of the six methods is ~21 PFLOP of training (1,000 steps;
+# `benchmarks/method_step_time.py --flops` counted 154-799 GFLOP per step at 1+1 images, x 8 for 8+8),
+# more than a few minutes of fp32 hold.  Nothing else: every other row of the sweep has all three seeds
+# at 1, 3 and 7 labeled patients, trained on CPUs (STATUS.md), and a GPU call that trained them again
+# would take the GPU from the rows only it can train.
 # $REHEARSAL_ARGS, if set, is appended to every `bench run` (e.g. "--iters 2 --sam-model tiny
 # --sam-random-init" to rehearse the whole flow on a CPU before spending GPU time).
 set -uo pipefail
@@ -47,11 +45,6 @@ for method in samed cpc-sam interactmatch knowsam synfoc synfoc-unet; do
   " > "$logs/$method.log" 2>&1 &
   groups+=($!)
 done
-setsid bash -c "
-  python3 -m bench.cli run ${common[*]} --methods ua-mt,unimatch --labels 1,7 --seeds 3 --jobs 2
-  python3 -m bench.cli run ${common[*]} --methods semisam --labels 1,7 --seeds 3 --jobs 2
-" > "$logs/classic.log" 2>&1 &
-groups+=($!)
 
 running() { for pid in "${groups[@]}"; do kill -0 "$pid" 2>/dev/null && return 0; done; return 1; }
 while running && [ $((SECONDS - started)) -lt "$deadline" ]; do
