@@ -5,7 +5,10 @@
 #   bash benchmarks/remote/acdc_quick_gpu.sh SECONDS
 #
 # SECONDS: when to stop training (counted from the start of this script) and pack what finished into
-# $OUT/runs.tar.gz (complete runs have summary.json; unfinished ones are left out when copied back).
+# one $OUT/runs-METHOD.tar.gz per method (complete runs have summary.json; unfinished ones are left out
+# when copied back).  One archive per method because a file over 16 MiB does not come back from the
+# machine: a rehearsal's 27 runs of barely trained models packed to 14 MB (their predictions.npz, up to
+# 1.2 MB each, compress poorly), so the 54 runs of the six methods could not share one archive.
 # Needs stage.sh's .device/ from an earlier call on the same machine, and .whl-sam/ and
 # .acdc/volumes.tar.xz carried.
 #
@@ -38,7 +41,8 @@ mkdir -p "$runs" "$logs" "$out"
 common=(--config leaderboards/acdc-quick/sweep.yaml --out "$runs" --no-progress --no-estimate ${REHEARSAL_ARGS:-})
 groups=()
 
-for method in samed cpc-sam interactmatch knowsam synfoc synfoc-unet; do
+methods=(samed cpc-sam interactmatch knowsam synfoc synfoc-unet)
+for method in "${methods[@]}"; do
   OMP_NUM_THREADS=2 setsid bash -c "
     python3 -m bench.cli run ${common[*]} --methods $method --labels 3 --seeds 3 --precision bf16
     python3 -m bench.cli run ${common[*]} --methods $method --labels 1,7 --seeds 3 --precision bf16
@@ -58,7 +62,11 @@ for pid in "${groups[@]}"; do kill -TERM -- "-$pid" 2>/dev/null; done
 sleep 3
 for pid in "${groups[@]}"; do kill -KILL -- "-$pid" 2>/dev/null; done
 
-tar -czf "$out/runs.tar.gz" -C "$runs" --exclude best.pt --exclude checkpoint.pt --exclude .lock .
+for method in "${methods[@]}"; do
+  folders=$(cd "$runs" && ls -d */*/"$method" 2>/dev/null)
+  [ -n "$folders" ] && tar -czf "$out/runs-$method.tar.gz" -C "$runs" --exclude best.pt --exclude checkpoint.pt \
+      --exclude .lock $folders
+done
 tar -czf "$out/logs.tar.gz" -C "$device_root" logs
 python3 - "$runs" <<'EOF'
 import json, pathlib, sys
@@ -72,4 +80,5 @@ for path in sorted(pathlib.Path(sys.argv[1]).rglob("failure.json")):
     failure = json.loads(path.read_text())
     print("FAILED", path.parent.relative_to(sys.argv[1]), failure.get("reason", "")[:200])
 EOF
+find "$out" -type f -size +16M -printf 'TOO LARGE TO COME BACK: %p (%s bytes)\n'
 echo "packed after $((SECONDS - started)) s"
