@@ -17,6 +17,15 @@ class Budget:
     validate_every: int
     network_widths: tuple[int, ...] = (16, 32, 64, 128, 256)
     eval_batch: int = 16
+    eval_cases: int | None = None
+    """Validation and test score only the first ``eval_cases`` cases of each split (``None``: all)."""
+    eval_slices: int | None = None
+    """... and only the middle ``eval_slices`` slices of each volume (``None``: all): smoke evaluation
+    exercises the code; its numbers are no result (the leaderboard says so)."""
+
+    @property
+    def reduced_evaluation(self) -> bool:
+        return self.eval_cases is not None or self.eval_slices is not None
 
 
 BUDGETS: dict[str, Budget] = {
@@ -26,7 +35,7 @@ BUDGETS: dict[str, Budget] = {
     "quick": Budget("quick", iterations=1_000, patch_size=128, labeled_batch=8, unlabeled_batch=8, validate_every=100),
     "smoke": Budget(
         "smoke", iterations=4, patch_size=32, labeled_batch=2, unlabeled_batch=2, validate_every=2,
-        network_widths=(4, 8, 16, 32), eval_batch=8,
+        network_widths=(4, 8, 16, 32), eval_batch=8, eval_cases=2, eval_slices=2,
     ),
 }
 

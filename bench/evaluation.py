@@ -2,7 +2,8 @@
 to the case's own grid, and score it there in 3D (the SSL4MIS protocol)."""
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+import dataclasses
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -51,6 +52,19 @@ def foreground_dice(prediction: np.ndarray, truth: np.ndarray, num_classes: int)
         else:
             scores.append(2.0 * np.logical_and(pred_mask, true_mask).sum() / denominator)
     return float(np.mean(scores))
+
+
+def evaluation_subset(cases: Iterable[Case], max_cases: int | None, max_slices: int | None) -> Iterator[Case]:
+    """The first ``max_cases`` cases, each cut to its middle ``max_slices`` slices (a budget's reduced
+    evaluation, e.g. ``smoke``: enough to exercise prediction and scoring, no result)."""
+    for index, case in enumerate(cases):
+        if max_cases is not None and index >= max_cases:
+            return
+        if max_slices is not None and case.num_slices > max_slices:
+            start = (case.num_slices - max_slices) // 2
+            case = dataclasses.replace(case, image=case.image[start:start + max_slices],
+                                       label=case.label[start:start + max_slices])
+        yield case
 
 
 def validation_dice(

@@ -5,6 +5,7 @@ import dataclasses
 
 import os
 import resource
+import sys
 import time
 import traceback
 from dataclasses import asdict
@@ -20,22 +21,27 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
 from bench.budget import Budget, resolve_budget
 from bench.data.adapter import DatasetAdapter, TrainingSlice
+from bench.data.check import check_dataset
 from bench.data.domains import per_domain_means, select_labeled_in_domain
 from bench.data.label_budget import LabelBudget, select_labeled_cases
 from bench.data.streams import SliceViews, endless_batches
-from bench.evaluation import score_cases, validation_dice
+from bench.evaluation import evaluation_subset, score_cases, validation_dice
 from bench.method import GROUND_TRUTH_PROMPTS, Method, TaskSpec
 from bench.metrics import EMPTY_POLICIES
 from bench.record import (
     RESULT_FORMAT_VERSION,
     git_commit,
     package_versions,
+    atomic_file,
+    torch_save_atomic,
+    write_atomic,
     write_csv_atomic,
     write_json_atomic,
 )
 from bench.registry import DATASETS, METHODS
 from bench.runs import CHECKPOINT_FILE, FAILURE_FILE, PREDICTIONS_FILE, SUMMARY_FILE, RunSpec
-from bench.training import BatchStream, TrainingFailure, TrainingResult, train
+from bench.tracking import tracker_of, training_curves
+from bench.training import TRAINING_STEP_ATTRIBUTE, BatchStream, TrainingFailure, TrainingResult, train
 
 
 @lru_cache(maxsize=4)
@@ -77,7 +83,10 @@ def validate_spec(spec: RunSpec) -> None:
     """Everything that can be checked without training, so a bad sweep fails before the first run."""
     method_cls = METHODS.get(spec.method)
     adapter = dataset_for(spec)
-    budget_for(spec, adapter, method_cls)
+    budget = budget_for(spec, adapter, method_cls)
+    # Every split the run will read, read now: bad data is named before any run trains.
+    splits = ("train", "val", "test") if method_cls.trains else ("test",)
+    check_dataset(adapter, splits, patch_size=(budget.patch_size, budget.patch_size))
     if spec.empty_policy not in EMPTY_POLICIES:
         raise ValueError(f"--empty-policy {spec.empty_policy!r}: expected one of {sorted(EMPTY_POLICIES)}")
     labeled = labeled_case_ids(spec, adapter, method_cls)
@@ -90,13 +99,25 @@ def validate_spec(spec: RunSpec) -> None:
         method_cls.params_from_dict(spec.params)
 
 
-def make_accelerator(precision: str) -> Accelerator:
+def process_state() -> PartialState:
+    """This process's place in the process group, formed as ``make_accelerator`` forms it.
+
+    A bare ``PartialState()`` created first on a machine without GPUs would settle the (shared) state
+    as a single process, and the ``Accelerator(cpu=True)`` after it would then form no group under
+    ``accelerate launch --multi_gpu`` / ``torchrun``."""
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def make_accelerator(precision: str, log_with: str | None = None, project_dir: Path | None = None) -> Accelerator:
     """CPU when no GPU is present; unused parameters tolerated under DDP, since some methods leave parts
-    of themselves idle in some steps (a prompt encoder without prompts, a pre-training stage)."""
+    of themselves idle in some steps (a prompt encoder without prompts, a pre-training stage).
+    ``log_with`` names an Accelerate tracker writing under ``project_dir`` (``bench.tracking``)."""
     return Accelerator(
         cpu=not torch.cuda.is_available(),
         mixed_precision=precision,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        log_with=log_with,
+        project_dir=project_dir,
     )
 
 
@@ -117,7 +138,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def hardware_description(device: torch.device) -> str:
     """What a leaderboard states under "hardware": wall times mean little without the machine."""
-    processes = PartialState().num_processes
+    processes = process_state().num_processes
     if device.type == "cuda":
         return f"{processes} x {torch.cuda.get_device_name(device)}"
     model = "unknown CPU"
@@ -136,7 +157,7 @@ def build_streams(
 ) -> tuple[BatchStream, BatchStream | None]:
     labeled_set = set(labeled_ids)
     # Under `accelerate launch` each process draws its own samples (its share of the global batch).
-    seed = seed + 1000 * PartialState().process_index
+    seed = seed + 1000 * process_state().process_index
     patch = (budget.patch_size, budget.patch_size)
     slices = adapter.train_slices(patch_size=patch)
     labeled_slices = [s for s in slices if s.case_id in labeled_set]
@@ -181,7 +202,7 @@ def train_method(
     (which never reaches the test split)."""
     patch = (budget.patch_size, budget.patch_size)
     labeled, unlabeled = build_streams(adapter, labeled_ids, type(method), budget, spec.seed)
-    validation_cases = list(adapter.eval_cases("val"))
+    validation_cases = list(evaluation_subset(adapter.eval_cases("val"), budget.eval_cases, budget.eval_slices))
 
     def validate(model: Method) -> float:
         with accelerator.autocast():
@@ -197,11 +218,25 @@ def train_method(
     )
 
 
-def execute_run(spec: RunSpec, out: Path, show_progress: bool = True) -> dict:
-    """Train and score one run; returns its summary.  Failures are written as ``failure.json``."""
+def execute_run(spec: RunSpec, out: Path, show_progress: bool = True) -> dict | None:
+    """Train and score one run; returns its summary (``None`` on processes other than the main one,
+    which train alongside it but write nothing).  Any exception, from the harness or from the method,
+    is recorded as ``failure.json`` and ``traceback.txt`` before it propagates."""
     directory = spec.directory(out)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / FAILURE_FILE).unlink(missing_ok=True)
+    main_process = process_state().is_main_process
+    try:
+        return _train_and_score(spec, directory, show_progress)
+    except Exception as error:
+        step = error.step if isinstance(error, TrainingFailure) else getattr(error, TRAINING_STEP_ATTRIBUTE, None)
+        reason = error.reason if isinstance(error, TrainingFailure) else f"{type(error).__name__}: {error}"
+        if main_process:
+            write_failure(directory, spec, step, type(error).__name__, reason, traceback.format_exc())
+        raise
+
+
+def _train_and_score(spec: RunSpec, directory: Path, show_progress: bool) -> dict | None:
     started = time.perf_counter()
     # The source as the run loads it: the tree may change (commits, edits) while a long run trains.
     source_commit = git_commit()
@@ -210,7 +245,7 @@ def execute_run(spec: RunSpec, out: Path, show_progress: bool = True) -> dict:
     adapter = dataset_for(spec)
     budget = budget_for(spec, adapter, method_cls)
     labeled_ids = labeled_case_ids(spec, adapter, method_cls)
-    accelerator = make_accelerator(spec.precision)
+    accelerator = make_accelerator(spec.precision, tracker_of(spec.options), directory)
     if accelerator.is_main_process:
         write_json_atomic(directory / "config.json", {"key": spec.key, "config": spec.config(), "budget": asdict(budget)})
         write_json_atomic(directory / "labeled_cases.json",
@@ -219,36 +254,31 @@ def execute_run(spec: RunSpec, out: Path, show_progress: bool = True) -> dict:
     method = build_method(spec, adapter, method_cls, budget)
     flags = sorted(set(method.result_flags))
     patch = (budget.patch_size, budget.patch_size)
-    try:
-        if method_cls.trains:
+    if method_cls.trains:
+        with training_curves(accelerator, spec, directory):
             result = train_method(spec, adapter, method, budget, labeled_ids, accelerator,
                                   directory / "train_log.csv", show_progress, checkpoint_path=directory / CHECKPOINT_FILE)
-            method = accelerator.unwrap_model(method)
-            method.load_state_dict(result.best_state)
-            if accelerator.is_main_process:
-                torch.save(result.best_state, directory / "best.pt")
-            earlier_seconds = result.seconds_before_resume
-            training = {"best_validation_dice": result.best_validation_dice, "best_step": result.best_step,
-                        "train_seconds": result.seconds, "resumed_from_step": result.resumed_from,
-                        "seconds_before_resume": earlier_seconds}
-        else:
-            method = method.to(accelerator.device)
-            training = {"best_validation_dice": None, "best_step": 0, "train_seconds": 0.0}
-        method.eval()
-        predictions: dict[str, Any] = {}
-        with accelerator.autocast():
-            rows = score_cases(
-                test_predictor(method), adapter.eval_cases("test"), adapter.class_names, patch, budget.eval_batch,
-                accelerator.device, spec.empty_policy, spec.spacing_unit, predictions=predictions,
-            )
-    except TrainingFailure as failure:
-        write_failure(directory, spec, failure.step, failure.reason, traceback.format_exc())
-        raise
-    except Exception as error:
-        write_failure(directory, spec, None, f"{type(error).__name__}: {error}", traceback.format_exc())
-        raise
+        method = accelerator.unwrap_model(method)
+        method.load_state_dict(result.best_state)
+        if accelerator.is_main_process:
+            torch_save_atomic(result.best_state, directory / "best.pt")
+        earlier_seconds = result.seconds_before_resume
+        training = {"best_validation_dice": result.best_validation_dice, "best_step": result.best_step,
+                    "train_seconds": result.seconds, "resumed_from_step": result.resumed_from,
+                    "seconds_before_resume": earlier_seconds}
+    else:
+        method = method.to(accelerator.device)
+        training = {"best_validation_dice": None, "best_step": 0, "train_seconds": 0.0}
+    method.eval()
+    predictions: dict[str, Any] = {}
+    with accelerator.autocast():
+        rows = score_cases(
+            test_predictor(method), evaluation_subset(adapter.eval_cases("test"), budget.eval_cases, budget.eval_slices),
+            adapter.class_names, patch, budget.eval_batch,
+            accelerator.device, spec.empty_policy, spec.spacing_unit, predictions=predictions,
+        )
     if not accelerator.is_main_process:
-        return {}
+        return None
     write_csv_atomic(directory / "per_case.csv", rows)
     save_predictions(directory / PREDICTIONS_FILE, predictions)
     summary = summarize_run(spec, rows, adapter, method_cls, budget, labeled_ids, training, flags,
@@ -261,14 +291,23 @@ def execute_run(spec: RunSpec, out: Path, show_progress: bool = True) -> dict:
 
 def save_predictions(path: Path, predictions: dict[str, Any]) -> None:
     """Test-split label volumes, compressed (labels compress well), for qualitative figures."""
-    temporary = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(temporary, **predictions)
-    os.replace(temporary, path)
+    with atomic_file(path) as temporary, open(temporary, "wb") as stream:
+        np.savez_compressed(stream, **predictions)
 
 
-def write_failure(directory: Path, spec: RunSpec, step: int | None, reason: str, trace: str) -> None:
-    (directory / "traceback.txt").write_text(trace)
-    write_json_atomic(directory / FAILURE_FILE, {"key": spec.key, "config": spec.config(), "step": step, "reason": reason})
+def write_failure(directory: Path, spec: RunSpec, step: int | None, error_type: str, reason: str, trace: str) -> None:
+    """Each record is written where it can be: on a full disk the traceback may not fit while the small
+    ``failure.json`` still does (or neither does: then the message goes to stderr alone)."""
+    records = [
+        (directory / FAILURE_FILE, lambda path: write_json_atomic(path, {
+            "key": spec.key, "config": spec.config(), "step": step, "type": error_type, "reason": reason})),
+        (directory / "traceback.txt", lambda path: write_atomic(path, trace)),
+    ]
+    for path, write in records:
+        try:
+            write(path)
+        except OSError as error:
+            print(f"bench: could not record the failure of {directory}: {error}", file=sys.stderr)
 
 
 def summarize_run(
@@ -322,6 +361,7 @@ def summarize_run(
         "peak_memory_mb": peak_memory_mb(device),
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "hardware": hardware_description(device),
+        "num_processes": process_state().num_processes,
         "versions": package_versions(),
         "git_commit": source_commit,
     }

@@ -8,6 +8,9 @@ a SAM with two decoders...).  The harness calls ``forward(batch, progress)``, wh
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -188,16 +191,72 @@ class Method(nn.Module):
     @classmethod
     def params_from_dict(cls, values: dict[str, Any]) -> Any:
         """Build the dataclass, rejecting unknown names so a typo in a config never goes unnoticed."""
+        return dataclasses.replace(cls.Params(), **cls.coerce_params(values))
+
+    @classmethod
+    def coerce_params(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` checked against the Params field types: unknown names and wrong types are errors
+        naming the method, the field, the value and the expected type; a number written as text
+        (YAML 1.1 reads ``1e30`` as a string) becomes the number.  Values of the right type pass
+        unchanged (an int given for a float stays an int), so a run's key does not change."""
         known = {f.name: f for f in dataclasses.fields(cls.Params)}
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ValueError(
                 f"method {cls.name!r}: unknown hyper-parameter(s) {unknown}; known: {sorted(known)}"
             )
-        return dataclasses.replace(cls.Params(), **values)
+        hints = typing.get_type_hints(cls.Params)
+        return {name: coerce_value(cls.name, name, value, hints[name]) for name, value in values.items()}
 
     @classmethod
     def recorded_params(cls, values: dict[str, Any]) -> dict[str, Any]:
         """Every parameter a run with these overrides trains with, as its summary records them: a sweep
         compares them to skip only runs this checkout would repeat, a leaderboard to flag the others."""
         return dataclasses.asdict(cls.params_from_dict(values))
+
+
+def coerce_value(method: str, name: str, value: Any, annotation: Any) -> Any:
+    """One hyper-parameter value against its annotation (``float``, ``int``, ``bool``, ``str``, ``X | None``)."""
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if value is None and type(None) in options:
+        return None
+    for expected in (option for option in options if option is not type(None)):
+        converted = _converted(value, expected)
+        if converted is not _NOT_CONVERTIBLE:
+            return converted
+    expected_text = " or ".join(getattr(option, "__name__", str(option)) for option in options)
+    raise ValueError(f"method {method!r}, hyper-parameter {name!r}: {value!r} ({type(value).__name__}) "
+                     f"is not a valid {expected_text}")
+
+
+_NOT_CONVERTIBLE = object()
+_BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+def _converted(value: Any, expected: Any) -> Any:
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+        return _BOOLEAN_WORDS.get(value.strip().lower(), _NOT_CONVERTIBLE) if isinstance(value, str) else _NOT_CONVERTIBLE
+    if expected is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                return _NOT_CONVERTIBLE
+        return _NOT_CONVERTIBLE
+    if expected is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value if not (isinstance(value, float) and math.isnan(value)) else _NOT_CONVERTIBLE
+        if isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                return _NOT_CONVERTIBLE
+            return _NOT_CONVERTIBLE if math.isnan(number) else number
+        return _NOT_CONVERTIBLE
+    if expected is str:
+        return value if isinstance(value, str) else _NOT_CONVERTIBLE
+    return value  # a type this check does not know: the method's own validation decides

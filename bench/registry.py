@@ -71,6 +71,11 @@ class Registry:
         self.discover()
         return sorted(self._entries)
 
+    def installed_names(self) -> list[str]:
+        """Names registered so far and those of installed entry points, without importing any plug-in
+        (for ``--help``, which must not pay for torch)."""
+        return sorted(set(self._entries) | {entry_point.name for entry_point in entry_points(group=self.entry_point_group)})
+
     def get(self, name: str) -> Any:
         """``outer:inner`` composes two registered entries: ``outer.compose(inner)`` must return the
         composed class (SemiSAM wraps any baseline: ``semisam:unimatch``).  The result is registered

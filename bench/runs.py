@@ -21,8 +21,9 @@ SUMMARY_FILE = "summary.json"
 FAILURE_FILE = "failure.json"
 PREDICTIONS_FILE = "predictions.npz"
 CHECKPOINT_FILE = "checkpoint.pt"
-NOT_IN_CONFIG = ("data_root", "tuning", "sam_embedding_store")
-"""Run options recorded elsewhere, never part of a run's identity (see :meth:`RunSpec.config`)."""
+NOT_IN_CONFIG = ("data_root", "tuning", "sam_embedding_store", "log_with")
+"""Run options never part of a run's identity (see :meth:`RunSpec.config`): recorded elsewhere, or
+changing nothing trained (an embedding store, the tracker that draws the training curves)."""
 
 
 @dataclass(frozen=True)

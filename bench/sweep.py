@@ -15,8 +15,7 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 import torch
-from accelerate import PartialState
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 
 from bench.execute import (
     make_accelerator,
@@ -26,8 +25,10 @@ from bench.execute import (
     dataset_for,
     execute_run,
     labeled_case_ids,
+    process_state,
     validate_spec,
 )
+from bench.plan import SweepPlan, is_refusal
 from bench.registry import METHODS
 from bench.runs import RunSpec, completed_summary, previous_failure
 from bench.training import TrainingFailure, time_steps
@@ -108,6 +109,28 @@ def estimate_seconds(specs: Sequence[RunSpec], timing_steps: int = 3) -> dict[st
     return per_step
 
 
+def pending_runs(specs: Sequence[RunSpec], out: Path, overwrite: bool = False,
+                 retry_failed: bool = False) -> tuple[SweepOutcome, list[RunSpec]]:
+    """The runs still to train, and an outcome holding the complete ones (read back) and the ones that
+    failed before (left alone unless ``retry_failed``)."""
+    outcome = SweepOutcome()
+    pending: list[RunSpec] = []
+    for spec in specs:
+        summary = None if overwrite else completed_summary(spec, out, method_params(spec))
+        failure = None if (overwrite or retry_failed or summary) else previous_failure(spec, out)
+        if is_refusal(failure):
+            failure = None  # refused for want of memory, not failed: planned and checked again
+        if summary is not None:
+            outcome.summaries.append(summary)
+            outcome.skipped.append(spec)
+        elif failure is not None:
+            outcome.failed.append((spec, f"failed before at step {failure.get('step')}: {failure.get('reason')} "
+                                         "(--retry-failed re-runs it)"))
+        else:
+            pending.append(spec)
+    return outcome, pending
+
+
 def run_sweep(
     specs: Sequence[RunSpec],
     out: Path,
@@ -118,42 +141,34 @@ def run_sweep(
     retry_failed: bool = False,
     jobs: int = 1,
     dry_run: bool = False,
+    estimate_mode: str = "model",
+    memory_limit_gb: float | None = None,
 ) -> SweepOutcome:
     """Runs what is not complete yet.  Complete runs are read back, runs that failed before are reported
     (and re-run with ``retry_failed``); ``jobs > 1`` runs that many in separate processes, GPUs assigned
-    round-robin."""
-    outcome = SweepOutcome()
+    round-robin.  Every pending run is planned first (``bench.plan``: time and peak memory from the cost
+    model, ``estimate_mode="measured"`` times real steps instead); a run whose estimate does not fit the
+    memory available (or ``memory_limit_gb``) is refused and recorded, and the sweep goes on."""
     for spec in specs:
         validate_spec(spec)
-    pending: list[RunSpec] = []
-    for spec in specs:
-        summary = None if overwrite else completed_summary(spec, out, method_params(spec))
-        failure = None if (overwrite or retry_failed or summary) else previous_failure(spec, out)
-        if summary is not None:
-            outcome.summaries.append(summary)
-            outcome.skipped.append(spec)
-        elif failure is not None:
-            outcome.failed.append((spec, f"failed before at step {failure.get('step')}: {failure.get('reason')} "
-                                         "(--retry-failed re-runs it)"))
-        else:
-            pending.append(spec)
+    outcome, pending = pending_runs(specs, out, overwrite, retry_failed)
     log(f"{len(specs)} runs: {len(outcome.skipped)} already complete, {len(outcome.failed)} failed before, "
         f"{len(pending)} to run")
-    if pending and estimate:
-        per_step = estimate_seconds(pending)
-        total = sum(per_step[s.method] * budget_for(s, dataset_for(s), METHODS.get(s.method)).iterations for s in pending)
-        detail = ", ".join(f"{name} {seconds * 1000:.0f} ms/step" for name, seconds in per_step.items())
-        log(f"estimated training time: {format_duration(total / max(1, min(jobs, len(pending))))} "
-            f"({detail}; evaluation not included)")
+    plan = SweepPlan(pending, jobs, memory_limit_gb) if pending else None
+    if plan is not None and estimate and estimate_mode == "measured":
+        plan.use_measured_steps(estimate_seconds(pending))
+    if plan is not None and (estimate or dry_run):
+        plan.report(log, dry_run)
     if dry_run:
-        for spec in pending:
-            log(f"  would run {spec.directory(out)}")
         return outcome
     if jobs <= 1:
         for index, spec in enumerate(pending, 1):
             log(f"[{index}/{len(pending)}] {spec.method} on {spec.dataset}, labels {spec.labels}, seed {spec.seed}, budget {spec.budget}")
+            if refused(plan, spec, out, outcome, log, recheck=True):
+                continue
             record_result(outcome, spec, out, *run_locked(spec, out, show_progress, overwrite), log)
         return outcome
+    pending = [spec for spec in pending if not refused(plan, spec, out, outcome, log)]
     gpus = torch.cuda.device_count()
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1) as pool:
@@ -172,8 +187,22 @@ def run_sweep(
     return outcome
 
 
+def refused(plan: SweepPlan | None, spec: RunSpec, out: Path, outcome: SweepOutcome, log: Callable[[str], None],
+            recheck: bool = False) -> bool:
+    """Refuse ``spec`` (record it, count it among the failed) when its memory estimate does not fit."""
+    message = plan.refusal(spec, recheck) if plan is not None else None
+    if message is None:
+        return False
+    plan.refuse(spec, out, message)
+    outcome.failed.append((spec, message))
+    log(f"    REFUSED {spec.method} labels {spec.labels} seed {spec.seed}: {message}")
+    return True
+
+
 def record_result(outcome: SweepOutcome, spec: RunSpec, out: Path, summary: dict | None, error: str | None,
                   log: Callable[[str], None]) -> None:
+    if summary is None and error is None:
+        return  # a process of an ``accelerate launch`` group other than the main one
     if summary is not None:
         outcome.summaries.append(summary)
         log(f"    {spec.method} labels {spec.labels} seed {spec.seed}: Dice {summary['metrics']['dice']:.4f} "
@@ -197,22 +226,35 @@ def method_params(spec: RunSpec) -> dict[str, Any]:
 def run_locked(spec: RunSpec, out: Path, show_progress: bool,
                overwrite: bool = False) -> tuple[dict | None, str | None]:
     """One run under an exclusive lock on its folder, so two sweeps on one ``runs/`` never train the same
-    run twice; under ``accelerate launch`` only the main process locks (all processes train together)."""
+    run twice.  Under ``accelerate launch`` the main process takes the lock and tells the others whether
+    to train (they train together, or not at all).
+
+    Any exception from the run (the harness, a method, a plug-in) is that run's failure, recorded by
+    ``execute_run``; the sweep goes on.  ``(None, None)`` on a process other than the main one: it
+    trained, the main process reports."""
     directory = spec.directory(out)
     directory.mkdir(parents=True, exist_ok=True)
-    distributed = PartialState().num_processes > 1
+    state = process_state()
     with open(directory / ".lock", "w") as lock:
-        if not distributed:
+        locked = True
+        if state.is_main_process:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                return None, RUNNING_ELSEWHERE
+                locked = False
+        if state.num_processes > 1:
+            decision = [locked]
+            broadcast_object_list(decision)
+            locked = decision[0]
+        if not locked:
+            return None, RUNNING_ELSEWHERE
         try:
             done = None if overwrite else completed_summary(spec, out, method_params(spec))
             if done is not None:
                 return done, None
-            return execute_run(spec, out, show_progress=show_progress), None
-        except (TrainingFailure, RuntimeError, ValueError, OSError) as error:
+            summary = execute_run(spec, out, show_progress=show_progress)
+            return summary, None
+        except Exception as error:
             return None, f"{type(error).__name__}: {error}"
 
 
@@ -243,26 +285,40 @@ def format_duration(seconds: float) -> str:
 
 
 def results_table(summaries: Sequence[dict], metric: str = "dice") -> pd.DataFrame:
-    """Method x label budget, ``mean ± std`` over seeds (std over seeds, n in brackets)."""
+    """One row per label budget x leaderboard row: ``labels`` (the leaderboard's ``#Lab``), ``rank``
+    within the label budget (1 = best), ``method`` (named with its flags and non-default
+    hyper-parameters, as the leaderboard names its rows), ``mean`` and sample ``std`` over seeds in %
+    (NaN for one seed), ``seeds``.  Rows whose means print alike share a rank.  Label budgets in the leaderboard's order (bounds first)."""
+    from bench.leaderboard.collect import row_name, setting_of
+    from bench.leaderboard.tables import PRINTED_DECIMALS
+
+    columns = ["labels", "rank", "method", "mean", "std", "seeds"]
     if not summaries:
-        return pd.DataFrame()
-    frame = pd.DataFrame(
-        {"method": s["method"], "labels": s["labels"], "seed": s["seed"], metric: s["metrics"][metric]} for s in summaries
-    )
-    grouped = frame.groupby(["method", "labels"])[metric].agg(["mean", "std", "count"]).reset_index()
-
-    def cell(row: pd.Series) -> str:
-        std = 0.0 if pd.isna(row["std"]) else row["std"]
-        return f"{row['mean']:.4f} ± {std:.4f} (n={int(row['count'])})"
-
-    grouped["cell"] = grouped.apply(cell, axis=1)
-    table = grouped.pivot(index="method", columns="labels", values="cell").fillna("")
-    ordered = sorted(table.columns, key=lambda text: (text == "all", _label_sort_key(text)))
-    return table[ordered]
+        return pd.DataFrame(columns=columns)
+    frame = pd.DataFrame({"setting": setting_of(s), "method": row_name(s), "value": 100.0 * s["metrics"][metric]}
+                         for s in summaries)
+    table = frame.groupby(["setting", "method"])["value"].agg(["mean", "std", "count"]).reset_index()
+    table = table.sort_values(["setting", "mean", "method"], ascending=[True, False, True], na_position="last")
+    # Rows equal as printed share a rank, as they share the leaderboard's bold/underline marks.
+    printed = table["mean"].round(PRINTED_DECIMALS)
+    table["rank"] = printed.groupby(table["setting"]).rank(method="min", ascending=False).astype("Int64")
+    table["labels"] = [setting.text for setting in table["setting"]]
+    return table.rename(columns={"count": "seeds"})[columns].reset_index(drop=True)
 
 
-def _label_sort_key(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return math.inf
+def results_text(table: pd.DataFrame) -> str:
+    """:func:`results_table` as printed text: a block per label budget, ``mean ± std`` with the
+    leaderboard's decimals (``mean`` alone for one seed, as the leaderboard prints it)."""
+    from bench.leaderboard.tables import PRINTED_DECIMALS
+
+    width = max(len(name) for name in table["method"])
+    lines = []
+    for labels, block in table.groupby("labels", sort=False):
+        lines.append(f"#Lab {labels}")
+        for row in block.itertuples(index=False):
+            value = f"{row.mean:.{PRINTED_DECIMALS}f}"
+            if math.isfinite(row.std):
+                value += f" ± {row.std:.{PRINTED_DECIMALS}f}"
+            rank = f"{row.rank:>2}." if not pd.isna(row.rank) else " –."
+            lines.append(f"  {rank} {row.method:<{width}}  {value:>15}  n={row.seeds}")
+    return "\n".join(lines)

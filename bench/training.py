@@ -12,12 +12,17 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from bench.method import Batch, Method, Progress
-from bench.record import write_csv_atomic
+from bench.record import torch_save_atomic, write_csv_atomic
 
 CHECKPOINT_FORMAT_VERSION = 1
+
+
+TRAINING_STEP_ATTRIBUTE = "bench_training_step"
+"""Set on any exception raised inside the training loop: the step a failure record names."""
 
 
 class TrainingFailure(RuntimeError):
@@ -89,11 +94,16 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _rng_states_of_every_process(accelerator: Accelerator) -> list[dict]:
+    """Each process draws its own noise and samples: a resumed multi-process run restores each its own."""
+    if accelerator.num_processes == 1:
+        return [_rng_state()]
+    return gather_object([_rng_state()])
+
+
 def save_checkpoint(path: Path, payload: dict) -> None:
     """Atomic: a kill during the write leaves the previous checkpoint intact."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, temporary)
-    temporary.replace(path)
+    torch_save_atomic(payload, path)
 
 
 def load_checkpoint(path: Path) -> dict | None:
@@ -154,62 +164,76 @@ def train(
         start_step, best_dice, best_step = checkpoint["step"], checkpoint["best_dice"], checkpoint["best_step"]
         best_state, rows = checkpoint["best_state"], checkpoint["log_rows"]
         earlier_seconds = checkpoint.get("train_seconds")
-        _set_rng_state(checkpoint["rng"])
     labeled_batches = labeled_stream.start(start_step)
     unlabeled_batches = unlabeled_stream.start(start_step) if unlabeled_stream is not None else None
+    if checkpoint is not None:
+        # After the streams: building a DataLoader iterator draws from the global torch RNG, which an
+        # uninterrupted run did at step 0, not at the resumed step.
+        per_process = checkpoint.get("rng_per_process") or [checkpoint["rng"]]
+        rank = accelerator.process_index
+        _set_rng_state(per_process[rank] if len(per_process) == accelerator.num_processes else checkpoint["rng"])
 
     started = time.perf_counter()
     bar = tqdm(total=total_steps, initial=start_step, desc=description, leave=False, dynamic_ncols=True,
                disable=not (show_progress and accelerator.is_main_process))
-    for step in range(start_step, total_steps):
-        progress = Progress(step=step, total_steps=total_steps)
-        labeled = next(labeled_batches)
-        unlabeled = next(unlabeled_batches) if unlabeled_batches is not None else None
-        batch = assemble_batch(labeled, unlabeled, unwrapped).to(accelerator.device)
-        model.train()
-        with accelerator.autocast():
-            output = model(batch, progress)
-        if not torch.isfinite(output.loss.detach()):
-            raise TrainingFailure(step, f"non-finite loss {output.loss.item()}")
-        accelerator.backward(output.loss)
-        if gradient_clip is not None:
-            accelerator.clip_grad_norm_(model.parameters(), gradient_clip)
-        for optimizer in optimizers:
-            optimizer.step()
-        for scheduler in schedulers:
-            scheduler.step()
-        for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        unwrapped.on_step_end(progress)
+    step = start_step
+    try:
+        for step in range(start_step, total_steps):
+            progress = Progress(step=step, total_steps=total_steps)
+            labeled = next(labeled_batches)
+            unlabeled = next(unlabeled_batches) if unlabeled_batches is not None else None
+            batch = assemble_batch(labeled, unlabeled, unwrapped).to(accelerator.device)
+            model.train()
+            with accelerator.autocast():
+                output = model(batch, progress)
+            if not torch.isfinite(output.loss.detach()):
+                raise TrainingFailure(step, f"non-finite loss {output.loss.item()}")
+            accelerator.backward(output.loss)
+            if gradient_clip is not None:
+                accelerator.clip_grad_norm_(model.parameters(), gradient_clip)
+            for optimizer in optimizers:
+                optimizer.step()
+            for scheduler in schedulers:
+                scheduler.step()
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            unwrapped.on_step_end(progress)
 
-        row = {"step": step + 1, "loss": float(output.loss.detach()), "lr": optimizers[0].param_groups[0]["lr"]}
-        row.update({key: float(value) for key, value in output.logs.items()})
-        if (step + 1) % validate_every == 0 or step + 1 == total_steps:
-            model.eval()
-            row["val_dice"] = validate(unwrapped)
-            if row["val_dice"] > best_dice:
-                best_dice, best_step = row["val_dice"], step + 1
-                best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
-            bar.set_postfix(loss=f"{row['loss']:.3f}", val_dice=f"{row['val_dice']:.3f}", best=f"{best_dice:.3f}")
-            if on_validation is not None:
-                on_validation(step + 1, row["val_dice"])
-        elif step % 10 == 0:
-            bar.set_postfix(loss=f"{row['loss']:.3f}", best=f"{best_dice:.3f}" if best_step else "-")
-        rows.append(row)
-        bar.update(1)
-        if "val_dice" in row and accelerator.is_main_process:
-            write_csv_atomic(log_path, rows)
-        if (checkpoint_path is not None and checkpoint_every and (step + 1) % checkpoint_every == 0
-                and step + 1 < total_steps and accelerator.is_main_process):
-            save_checkpoint(checkpoint_path, {
-                "format_version": CHECKPOINT_FORMAT_VERSION, "step": step + 1,
-                "model": {k: v.detach().cpu() for k, v in unwrapped.state_dict().items()},
-                "optimizers": [optimizer.state_dict() for optimizer in optimizers],
-                "schedulers": [scheduler.state_dict() for scheduler in schedulers],
-                "best_dice": best_dice, "best_step": best_step, "best_state": best_state,
-                "log_rows": rows, "rng": _rng_state(),
-                "train_seconds": None if earlier_seconds is None else earlier_seconds + time.perf_counter() - started,
-            })
+            row = {"step": step + 1, "loss": float(output.loss.detach()), "lr": optimizers[0].param_groups[0]["lr"]}
+            row.update({key: float(value) for key, value in output.logs.items()})
+            if (step + 1) % validate_every == 0 or step + 1 == total_steps:
+                model.eval()
+                row["val_dice"] = validate(unwrapped)
+                if row["val_dice"] > best_dice:
+                    best_dice, best_step = row["val_dice"], step + 1
+                    best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
+                bar.set_postfix(loss=f"{row['loss']:.3f}", val_dice=f"{row['val_dice']:.3f}", best=f"{best_dice:.3f}")
+                if on_validation is not None:
+                    on_validation(step + 1, row["val_dice"])
+            elif step % 10 == 0:
+                bar.set_postfix(loss=f"{row['loss']:.3f}", best=f"{best_dice:.3f}" if best_step else "-")
+            rows.append(row)
+            # The same row to the run's tracker (bench.tracking), if any; Accelerate logs on the main process.
+            accelerator.log({key: value for key, value in row.items() if key != "step"}, step=step + 1)
+            bar.update(1)
+            if "val_dice" in row and accelerator.is_main_process:
+                write_csv_atomic(log_path, rows)
+            if (checkpoint_path is not None and checkpoint_every and (step + 1) % checkpoint_every == 0
+                    and step + 1 < total_steps):
+                rng_per_process = _rng_states_of_every_process(accelerator)
+                if accelerator.is_main_process:
+                    save_checkpoint(checkpoint_path, {
+                        "format_version": CHECKPOINT_FORMAT_VERSION, "step": step + 1,
+                        "model": {k: v.detach().cpu() for k, v in unwrapped.state_dict().items()},
+                        "optimizers": [optimizer.state_dict() for optimizer in optimizers],
+                        "schedulers": [scheduler.state_dict() for scheduler in schedulers],
+                        "best_dice": best_dice, "best_step": best_step, "best_state": best_state,
+                        "log_rows": rows, "rng": rng_per_process[0], "rng_per_process": rng_per_process,
+                        "train_seconds": None if earlier_seconds is None else earlier_seconds + time.perf_counter() - started,
+                    })
+    except Exception as error:
+        setattr(error, TRAINING_STEP_ATTRIBUTE, step)
+        raise
     bar.close()
     if accelerator.is_main_process:
         write_csv_atomic(log_path, rows)

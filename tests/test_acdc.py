@@ -239,7 +239,9 @@ def test_a_smoke_run_on_a_fake_acdc_folder(fake_root: Path, tmp_path: Path, smok
     assert code == 0
     (summary_path,) = out.rglob("summary.json")
     summary = json.loads(summary_path.read_text())
-    assert summary["labeled_case_ids"] == ["patient009"] and summary["num_test_cases"] == 4
+    # smoke scores the first 2 test volumes (of 4), 2 middle slices each
+    assert summary["labeled_case_ids"] == ["patient009"] and summary["num_test_cases"] == 2
+    assert summary["budget"]["eval_cases"] == 2 and summary["budget"]["eval_slices"] == 2
     assert math.isfinite(summary["metrics"]["dice"])
 
 

@@ -573,3 +573,27 @@ def test_wall_times_of_two_cpu_models_or_thread_counts_are_never_averaged(tmp_pa
     assert np.isnan(table.loc["mc-net-plus", "wall_seconds_mean"])
     assert table.loc["supervised", "wall_seconds_mean"] == pytest.approx(500.0)
     assert (folder / "figures" / "cost.png").is_file()
+
+
+def test_rows_with_runs_made_in_another_environment_are_marked(tmp_path):
+    """constraints.txt pins torch and numpy; a row holding a run that recorded other versions is marked
+    and the note names them; runs in the pinned environment (or that recorded nothing) are not."""
+    from bench.leaderboard.environment import pinned_versions
+
+    pins = pinned_versions()
+    assert set(pins) == {"torch", "numpy"}
+    runs = tmp_path / "runs"
+    pinned = {"torch": pins["torch"], "numpy": pins["numpy"]}
+    for seed, versions in enumerate([pinned, {**pinned, "torch": "0.0.1"}]):
+        path = write_run(runs, [0.6, 0.7, 0.8], method="unimatch", seed=seed)
+        write_run(runs, [0.5, 0.6, 0.7], method="supervised", seed=seed)
+        summary = json.loads((path / "summary.json").read_text())
+        (path / "summary.json").write_text(json.dumps({**summary, "versions": versions}))
+    build_leaderboard([runs], tmp_path / "out", plots=False, log=lambda _: None)
+    folder = tmp_path / "out" / "acdc" / "paper" / "ssl4mis"
+    markdown = (folder / "leaderboard.md").read_text()
+    assert set(table_rows(markdown)) == {("unimatch §", "1/70"), ("supervised", "1/70")}
+    assert "unimatch (1/70): torch 0.0.1" in markdown and f"torch {pins['torch']}" in markdown
+    long = pd.read_csv(folder / "runs.csv", keep_default_na=False).set_index(["method", "seed"])
+    assert long.loc[("unimatch", 1), "other_environment"] == "torch 0.0.1"
+    assert long.loc[("unimatch", 0), "other_environment"] == "" and long.loc[("supervised", 1), "other_environment"] == ""

@@ -177,8 +177,9 @@ class ACDCDataset(DatasetAdapter):
     def decode_training_slices(self) -> Iterator[TrainingSlice]:
         """Native-size slices straight from the h5 files (the slow path the cache saves)."""
         for stem in self.slice_stems:
-            image, label, _ = read_h5_pair(self._slice_path(stem), expected_ndim=2)
-            yield TrainingSlice(self.patient_of(stem), image, label)
+            path = self._slice_path(stem)
+            image, label, _ = read_h5_pair(path, expected_ndim=2)
+            yield TrainingSlice(self.patient_of(stem), image, label, source=str(path))
 
     # ----------------------------------------------------------------------------- evaluation
 
@@ -189,8 +190,10 @@ class ACDCDataset(DatasetAdapter):
 
     def _iter_volumes(self, split: str) -> Iterator[Case]:
         for stem in self.volume_stems[split]:
-            image, label, spacing = read_h5_pair(self._volume_path(stem), expected_ndim=3)
-            yield Case(stem, image, label, split, spacing=spacing, extra={"patient": self.patient_of(stem)})
+            path = self._volume_path(stem)
+            image, label, spacing = read_h5_pair(path, expected_ndim=3)
+            yield Case(stem, image, label, split, spacing=spacing, extra={"patient": self.patient_of(stem)},
+                       source=str(path))
 
     def protocol(self) -> dict[str, Any]:
         return {
@@ -220,8 +223,11 @@ def read_h5_pair(path: Path, expected_ndim: int) -> tuple[np.ndarray, np.ndarray
         if missing:
             raise ValueError(f"acdc: {path} has no {' or '.join(repr(key) for key in missing)} dataset "
                              f"(found {sorted(handle.keys())}); expected 'image' and 'label'")
-        image = np.asarray(handle["image"][()], dtype=np.float32)
-        label = np.asarray(handle["label"][()])
+        try:
+            image = np.asarray(handle["image"][()], dtype=np.float32)
+            label = np.asarray(handle["label"][()])
+        except OSError as error:  # a damaged chunk opens fine and fails here, with no file name
+            raise ValueError(f"acdc: {path} has unreadable 'image'/'label' data ({error})") from error
         spacing = _read_spacing(handle, path) if expected_ndim == 3 else None
     kind = "slice [H, W]" if expected_ndim == 2 else "volume [D, H, W]"
     if image.ndim != expected_ndim:

@@ -12,12 +12,14 @@ from bench.data.case import Case
 
 @dataclass
 class TrainingSlice:
-    """One 2D training sample; ``case_id`` ties it to the patient whose label budget it counts against."""
+    """One 2D training sample; ``case_id`` ties it to the patient whose label budget it counts against;
+    ``source`` is the file it was read from (as :attr:`Case.source`), kept through the slice cache."""
 
     case_id: str
     image: np.ndarray
     label: np.ndarray
     domain: str = "default"
+    source: str | None = None
 
 
 class DatasetAdapter:

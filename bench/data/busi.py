@@ -18,7 +18,7 @@ proportions, which on the 437 benign + 210 malignant images gives exactly
 Labels: every ``_mask*.png`` of an image is OR-merged and any value > 0 is lesion (class 1).  Images:
 the 15 RGB ones become grey by luma (ITU-R 601-2), all are scaled by /255; they keep their native size
 (the evaluator resizes to the patch and back), and HD95/ASD are in pixels, since BUSI publishes no pixel
-spacing (CPC-SAM Table 1 reports pixels too).  The class folder is the case's ``domain``: SynFoC (§4.1)
+spacing (CPC-SAM Table 1 reports pixels too); results name that unit ``voxel``, as for every case without spacing.  The class folder is the case's ``domain``: SynFoC (§4.1)
 treats benign and malignant as two domains of its mixed-domain setting.  (SynFoC itself splits each
 domain 4:1 train/test with no validation split; this adapter keeps the CPC-SAM split, which has one.)
 """
@@ -41,6 +41,7 @@ from bench.data.folder import (
     resolve_root,
     split_digest,
     stratified_split,
+    decoded,
     unit_range,
 )
 from bench.data.options import check_options, option_bool, option_int
@@ -86,17 +87,18 @@ def index_category(folder: Path, category: str) -> list[BUSIImage]:
 
 def load_busi_case(entry: BUSIImage, split: str) -> Case:
     with open_picture(entry.image) as picture:
-        image = unit_range(grey_pixels(picture))
+        image = unit_range(grey_pixels(decoded(picture, entry.image)))
     lesion = np.zeros(image.shape, dtype=bool)
     for mask_path in entry.masks:
         with open_picture(mask_path) as picture:
-            mask = grey_pixels(picture)
+            mask = grey_pixels(decoded(picture, mask_path))
         if mask.shape != image.shape:
             raise ValueError(f"{mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {entry.image} is "
                              f"{image.shape[1]}x{image.shape[0]}")
         lesion |= mask > 0
     return Case(entry.case_id, image, lesion.astype(np.uint8), split, entry.category, None,
-                {"image_file": str(entry.image), "mask_files": [str(path) for path in entry.masks]})
+                {"image_file": str(entry.image), "mask_files": [str(path) for path in entry.masks]},
+                source=str(entry.image))
 
 
 class BUSIDataset(DatasetAdapter):
@@ -104,7 +106,8 @@ class BUSIDataset(DatasetAdapter):
 
     name = "busi"
     description = ("BUSI breast ultrasound lesions (benign + malignant as two domains), 431/86/130 train/val/test "
-                   "images split per class (CPC-SAM); native sizes, distances in pixels")
+                   "images split per class (CPC-SAM); native sizes, distances in voxels (one image pixel: BUSI "
+                   "records no spacing)")
     class_names = ("lesion",)
     # CPC-SAM Table 1 / InteractMatch Table 2: 10 and 20 labeled images of 431.
     default_labels = ("10", "20")
@@ -153,7 +156,7 @@ class BUSIDataset(DatasetAdapter):
             slices = []
             for entry in entries:
                 case = load_busi_case(entry, "train")
-                slices.append(TrainingSlice(case.case_id, case.image[0], case.label[0], case.domain))
+                slices.append(TrainingSlice(case.case_id, case.image[0], case.label[0], case.domain, case.source))
             return slices
 
         sources = [path for entry in entries for path in (entry.image, *entry.masks)]

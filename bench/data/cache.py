@@ -53,8 +53,8 @@ __all__ = [
     "write_slices",
 ]
 
-CACHE_FORMAT_VERSION = 1
-"""Bumped when the stored columns or the resizing change, so old entries stop matching."""
+CACHE_FORMAT_VERSION = 2
+"""Bumped when the stored columns or the resizing change, so old entries stop matching (2: ``source``)."""
 
 CACHE_DIR_VARIABLE = "BENCH_CACHE_DIR"
 ARROW_FILE = "slices.arrow"
@@ -70,6 +70,7 @@ def slice_features() -> Features:
     return Features({
         "case_id": Value("string"),
         "domain": Value("string"),
+        "source": Value("string"),
         "height": Value("int32"),
         "width": Value("int32"),
         "image": LargeList(Value("float32")),
@@ -182,10 +183,12 @@ def read_slices(path: Path) -> list[TrainingSlice]:
     starts = ends - heights.astype(np.int64) * widths.astype(np.int64)
     case_ids = table.column("case_id").to_pylist()
     domains = table.column("domain").to_pylist()
+    sources = table.column("source").to_pylist()
     return [
         TrainingSlice(case_id, images[start:end].reshape(height, width), labels[start:end].reshape(height, width),
-                      domain)
-        for case_id, domain, start, end, height, width in zip(case_ids, domains, starts, ends, heights, widths)
+                      domain, source)
+        for case_id, domain, source, start, end, height, width
+        in zip(case_ids, domains, sources, starts, ends, heights, widths)
     ]
 
 
@@ -197,7 +200,7 @@ def resized_slices(slices: Iterable[TrainingSlice], size: tuple[int, int] | None
         else:
             with _one_torch_thread():
                 image, label = resize_slice_pair(item.image, item.label, size)
-            yield TrainingSlice(item.case_id, image, label, item.domain)
+            yield TrainingSlice(item.case_id, image, label, item.domain, item.source)
 
 
 @contextmanager
@@ -238,7 +241,7 @@ def _as_stored(item: TrainingSlice) -> TrainingSlice:
     label = np.ascontiguousarray(item.label)
     if label.size and (label.min() < 0 or label.max() > np.iinfo(np.uint8).max):
         raise ValueError(f"case {item.case_id!r}: label values [{label.min()}, {label.max()}] do not fit uint8")
-    return TrainingSlice(item.case_id, image, label.astype(np.uint8, copy=False), item.domain)
+    return TrainingSlice(item.case_id, image, label.astype(np.uint8, copy=False), item.domain, item.source)
 
 
 def _slices_table(batch: list[TrainingSlice]) -> pa.Table:
@@ -256,6 +259,7 @@ def _slices_table(batch: list[TrainingSlice]) -> pa.Table:
     return pa.table({
         "case_id": pa.array([item.case_id for item in batch], pa.string()),
         "domain": pa.array([item.domain for item in batch], pa.string()),
+        "source": pa.array([item.source for item in batch], pa.string()),
         "height": pa.array([image.shape[0] for image in images], pa.int32()),
         "width": pa.array([image.shape[1] for image in images], pa.int32()),
         "image": pa.LargeListArray.from_arrays(offsets, pa.array(image_values)),

@@ -13,7 +13,9 @@ class Case:
     ``image`` is float32 ``[D, H, W]`` in [0, 1] and ``label`` integer ``[D, H, W]`` with values in
     ``0..num_classes-1``; a 2D image is stored with ``D == 1`` so that training (on 2D slices) and
     evaluation (per case, in 3D) treat both the same way.  ``spacing`` is ``(z, y, x)`` in millimetres
-    when known, else ``None`` (distances are then reported in voxels).
+    when known, else ``None`` (distances are then reported in voxels).  ``source`` says where the case
+    was read from (its file, or its image file when the mask is a separate one), so a data error can
+    name it; ``None`` for generated data.
     """
 
     case_id: str
@@ -23,6 +25,7 @@ class Case:
     domain: str = "default"
     spacing: tuple[float, float, float] | None = None
     extra: dict = field(default_factory=dict)
+    source: str | None = None
 
     def __post_init__(self) -> None:
         if self.image.ndim == 2:

@@ -117,6 +117,16 @@ def open_picture(path: Path) -> Image.Image:
         raise ValueError(f"{path}: not a readable image ({error})") from error
 
 
+def decoded(picture: Image.Image, path: Path) -> Image.Image:
+    """``picture`` with its pixels read.  A file cut short opens (only its header is read then) and
+    fails here, with a PIL message that names no file."""
+    try:
+        picture.load()
+    except (OSError, SyntaxError) as error:
+        raise ValueError(f"{path}: not a readable image, truncated or corrupt ({error})") from error
+    return picture
+
+
 def is_nifti(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
@@ -162,7 +172,10 @@ def _nifti_array(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     """``[D, H, W]`` (z, y, x: the SimpleITK order the SSL4MIS h5 files use) and spacing ``(z, y, x)`` in mm."""
     volume = _load_nifti(path)
     depth, height, width = _nifti_grid(volume.shape, path)
-    data = np.asanyarray(volume.dataobj).reshape(width, height, depth)
+    try:
+        data = np.asanyarray(volume.dataobj).reshape(width, height, depth)
+    except Exception as error:  # a cut .nii.gz fails in gzip, zlib or nibabel, each with its own type
+        raise ValueError(f"{path}: NIfTI voxel data not readable, truncated or corrupt ({error})") from error
     zooms = tuple(float(size) for size in volume.header.get_zooms()[:3]) + (1.0,) * 3
     return data.transpose(2, 1, 0), (zooms[2], zooms[1], zooms[0])
 
@@ -174,7 +187,7 @@ def read_image(path: Path) -> tuple[np.ndarray, tuple[float, float, float] | Non
         data, spacing = _nifti_array(path)
         return unit_range(data), spacing
     with open_picture(path) as picture:
-        return unit_range(grey_pixels(picture))[None], None
+        return unit_range(grey_pixels(decoded(picture, path)))[None], None
 
 
 def read_mask(path: Path) -> np.ndarray:
@@ -183,7 +196,7 @@ def read_mask(path: Path) -> np.ndarray:
         data, _ = _nifti_array(path)
         return integer_mask(data, str(path))
     with open_picture(path) as picture:
-        return mask_values(picture, str(path))[None]
+        return mask_values(decoded(picture, path), str(path))[None]
 
 
 # -- classes -------------------------------------------------------------------------------------------
@@ -394,7 +407,8 @@ class FolderDataset(DatasetAdapter):
         label = self.classes.encode(read_mask(pair.mask), str(pair.mask))
         if image.shape != label.shape:
             raise ValueError(f"{pair.image} is {_size_text(image.shape)} but its mask {pair.mask} is {_size_text(label.shape)}")
-        return Case(pair.case_id, image, label, split, pair.domain, spacing, {"image_file": str(pair.image)})
+        return Case(pair.case_id, image, label, split, pair.domain, spacing, {"image_file": str(pair.image)},
+                    source=str(pair.image))
 
     def train_case_ids(self) -> list[str]:
         return [pair.case_id for pair in self.pairs["train"]]
@@ -408,7 +422,8 @@ class FolderDataset(DatasetAdapter):
             slices = []
             for pair in pairs:
                 case = self._case(pair, "train")
-                slices.extend(TrainingSlice(case.case_id, case.image[index], case.label[index], case.domain)
+                slices.extend(TrainingSlice(case.case_id, case.image[index], case.label[index], case.domain,
+                                            case.source)
                               for index in range(case.num_slices))
             return slices
 

@@ -195,7 +195,8 @@ class HuggingFaceDataset(DatasetAdapter):
             raise ValueError(f"{self._where(row, self.image_column)} is {image.shape[1]}x{image.shape[0]} but its mask "
                              f"(column {self.mask_column!r}) is {label.shape[1]}x{label.shape[0]}")
         return Case(row.case_id, image, label, split, row.domain, None,
-                    {"source": self.source, "source_split": row.source_split, "row": row.index})
+                    {"source": self.source, "source_split": row.source_split, "row": row.index},
+                    source=f"hf source {self.source!r}, split {row.source_split!r}, row {row.index}")
 
     def train_case_ids(self) -> list[str]:
         return [row.case_id for row in self.rows["train"]]
@@ -204,7 +205,7 @@ class HuggingFaceDataset(DatasetAdapter):
         slices = []
         for row in self.rows["train"]:
             case = self._case(row, "train")
-            slices.append(TrainingSlice(case.case_id, case.image[0], case.label[0], case.domain))
+            slices.append(TrainingSlice(case.case_id, case.image[0], case.label[0], case.domain, case.source))
         return slices
 
     def eval_cases(self, split: str) -> Iterator[Case]:

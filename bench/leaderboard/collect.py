@@ -99,13 +99,7 @@ class RunRecord:
 
     @property
     def flags(self) -> tuple[str, ...]:
-        """The method's result flags, plus ``<precision>-autocast`` for a mixed-precision run, so runs in
-        bf16/fp16 form their own row instead of being averaged with full-precision seeds."""
-        flags = set(self.summary.get("flags") or ())
-        precision = (self.summary.get("config") or {}).get("precision") or "no"
-        if precision != "no":
-            flags.add(f"{precision}-autocast")
-        return tuple(sorted(flags))
+        return run_flags(self.summary)
 
     @property
     def variant(self) -> str:
@@ -206,6 +200,23 @@ def read_run(directory: Path, display: str) -> RunRecord | SkippedRun:
     )
     return RunRecord(display, directory, summary, per_case, class_names, group, setting_of(summary),
                      hyperparameter_labels(summary))
+
+
+def run_flags(summary: dict) -> tuple[str, ...]:
+    """The method's result flags, plus ``<precision>-autocast`` for a mixed-precision run, so runs in
+    bf16/fp16 form their own row instead of being averaged with full-precision seeds."""
+    flags = set(summary.get("flags") or ())
+    precision = (summary.get("config") or {}).get("precision") or "no"
+    if precision != "no":
+        flags.add(f"{precision}-autocast")
+    return tuple(sorted(flags))
+
+
+def row_name(summary: dict) -> str:
+    """The row a run belongs to, named as :attr:`RunRecord.variant` names it (for tables printed from
+    summaries alone, such as the one at the end of ``bench run``)."""
+    labels = run_flags(summary) + hyperparameter_labels(summary)
+    return f"{summary['method']} [{', '.join(labels)}]" if labels else str(summary["method"])
 
 
 def hyperparameter_labels(summary: dict) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from bench.leaderboard.collect import CODE_CHANGED_LABEL, METRICS, GroupKey, RunRecord, Setting
+from bench.leaderboard.environment import OTHER_ENVIRONMENT_MARK, environment_differences, environment_note
 from bench.leaderboard.statistics import (
     ALPHA,
     BOOTSTRAP_RESAMPLES,
@@ -119,6 +120,7 @@ def runs_table(records: Sequence[RunRecord]) -> pd.DataFrame:
             "peak_memory_mb": _number(summary.get("peak_memory_mb")),
             "device": summary.get("device", ""),
             "hardware": summary.get("hardware", ""),
+            "other_environment": ";".join(environment_differences(summary)),
             "run": record.path,
         })
         rows.append(row)
@@ -279,6 +281,7 @@ def markdown_table(tables: GroupTables, metrics: Sequence[str], with_seeds: bool
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join([":---", ":---:"] + ([":---:"] if with_seeds else []) + ["---:"] * len(metrics)) + "|"]
     seeds = dict(zip(zip(tables.summary["labels"], tables.summary["method"]), tables.summary["num_seeds"]))
+    other = other_environments(tables.records)
     for labels, method, cells in table_cells(tables, metrics):
         rendered = []
         for cell in cells:
@@ -290,7 +293,8 @@ def markdown_table(tables: GroupTables, metrics: Sequence[str], with_seeds: bool
             if cell.not_significant:
                 text += f" {NOT_SIGNIFICANT_MARK}"
             rendered.append(text)
-        prefix = [escape_markdown(method), labels] + ([str(int(seeds[(labels, method)]))] if with_seeds else [])
+        name = escape_markdown(method) + (f" {OTHER_ENVIRONMENT_MARK}" if other[(labels, method)] else "")
+        prefix = [name, labels] + ([str(int(seeds[(labels, method)]))] if with_seeds else [])
         lines.append("| " + " | ".join(prefix + rendered) + " |")
     return "\n".join(lines) + "\n"
 
@@ -410,15 +414,38 @@ def markdown_document(tables: GroupTables, published: str = "") -> str:
         f"{int(CONFIDENCE * 100)}% case-bootstrap intervals ({BOOTSTRAP_RESAMPLES} resamples) are in `summary.csv`, "
         f"the tests in `significance.csv`, every run in `runs.csv`.\n",
     ]
-    caution = empty_prediction_note(tables)
-    if caution:
-        parts.append(caution)
+    other = {f"{method} ({labels})": versions for (labels, method), versions in other_environments(tables.records).items()}
+    for caution in (empty_prediction_note(tables), reduced_evaluation_note(tables.records), environment_note(other)):
+        if caution:
+            parts.append(caution)
     if tables.class_names:
         parts += ["## Dice per class\n", markdown_table(tables, [f"dice_{name}" for name in tables.class_names],
                                                         with_seeds=False)]
     if published:
         parts += ["## Published vs reproduced\n", published]
     return "\n".join(parts)
+
+
+def other_environments(records: Sequence[RunRecord]) -> dict[tuple[str, str], set[str]]:
+    """(labels, row) -> the package versions of its runs that differ from the pinned ones (empty: none)."""
+    rows: dict[tuple[str, str], set[str]] = {}
+    for record in records:
+        rows.setdefault((record.setting.text, record.variant), set()).update(environment_differences(record.summary))
+    return rows
+
+
+def reduced_evaluation_note(records) -> str:
+    """Runs of a budget that scores a subset of the test split (``smoke``) show that the code runs; their
+    numbers are no result and are never to be published."""
+    reduced = sorted({(record.summary["budget"].get("eval_cases"), record.summary["budget"].get("eval_slices"))
+                      for record in records if isinstance(record.summary.get("budget"), dict)
+                      and (record.summary["budget"].get("eval_cases") or record.summary["budget"].get("eval_slices"))},
+                     key=str)
+    if not reduced:
+        return ""
+    scope = "; ".join(f"at most {cases or 'all'} cases, {slices or 'all'} slices each" for cases, slices in reduced)
+    return (f"**Not a result:** these runs scored a reduced test split ({scope}); they show that the code runs "
+            "and are not to be published or compared.\n")
 
 
 def latex_table(tables: GroupTables) -> str:

@@ -1,0 +1,152 @@
+"""The cost model's estimates (``bench.cost_model``, ``bench.memory``) against measured steps and memory.
+
+For each configuration a fresh process builds the run as ``bench run`` does (data, labeled subset,
+method, streams), times ``--steps`` training steps after one warm-up (data, forward, backward,
+optimizer, ``on_step_end``; the fastest and the median step are kept), then validates on
+``--val-cases`` validation cases, and reports its peak resident set (``ru_maxrss``, what a run's
+summary records as ``peak_memory_mb``).  The estimate is the plan ``bench run --dry-run`` prints for
+the same run.  The ratio est/measured uses the fastest step, as the throughput the model divides by is
+the fastest of its repeats: both are the machine's speed when nothing else runs on it.
+
+    BENCH_DATA_ROOT=../shared/data python benchmarks/cost_model_check.py                 # the default set
+    python benchmarks/cost_model_check.py --runs supervised,unimatch --dataset synthetic --budget quick
+    python benchmarks/cost_model_check.py --runs "cpc-sam@2+2" --sam-model lite-medsam   # real LiteMedSAM
+
+A run is ``METHOD`` or ``METHOD@L+U`` (a ``--batch``) or ``METHOD@L+U@SAM_MODEL``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Sequence
+
+DEFAULT_RUNS = "supervised,mean-teacher,unimatch,samed@2+2,cpc-sam@2+2,cpc-sam@8+8@tiny"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", default=DEFAULT_RUNS, help=f"comma-separated METHOD[@L+U[@SAM_MODEL]] (default: {DEFAULT_RUNS})")
+    parser.add_argument("--dataset", default="acdc")
+    parser.add_argument("--budget", default="quick")
+    parser.add_argument("--labels", default="3")
+    parser.add_argument("--steps", type=int, default=4, help="timed steps after one warm-up (default: 4)")
+    parser.add_argument("--val-cases", type=int, default=2, help="validation cases scored after training (default: 2)")
+    parser.add_argument("--sam-model", default="lite-medsam", help="SAM backbone when a run names none")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def spec_for(run: str, args: argparse.Namespace):
+    from bench.registry import METHODS
+    from bench.runs import RunSpec
+
+    method, _, rest = run.partition("@")
+    batch, _, sam_model = rest.partition("@")
+    method_cls = METHODS.get(method)
+    data_root = os.environ.get("BENCH_DATA_ROOT")
+    options = {"data_root": f"{data_root}/{args.dataset}" if data_root and args.dataset != "synthetic" else None,
+               "dataset_options": {}, "labeled_domain": None}
+    if method_cls.family == "sam":
+        model = sam_model or args.sam_model
+        options.update(sam_model=model, sam_random_init=model != "lite-medsam", sam_checkpoint=None)
+    labels = "all" if method_cls.trains_on_all_labels else args.labels
+    return RunSpec(dataset=args.dataset, method=method, labels=labels, seed=0, budget=args.budget,
+                   batch=batch or None, options=options)
+
+
+def measure(run: str, args: argparse.Namespace) -> dict:
+    """In this (fresh) process: step times and peak resident memory of ``run``."""
+    import torch
+    from accelerate.utils import set_seed
+
+    from bench.evaluation import evaluation_subset, validation_dice
+    from bench.execute import (
+        budget_for,
+        build_method,
+        build_streams,
+        dataset_for,
+        labeled_case_ids,
+        make_accelerator,
+        test_predictor,
+        validate_spec,
+    )
+    from bench.method import Progress
+    from bench.registry import METHODS
+    from bench.training import assemble_batch
+
+    from bench.cost_model import measure_throughput
+    from bench.plan import SweepPlan
+
+    spec = spec_for(run, args)
+    validate_spec(spec)
+    plan = SweepPlan([spec])[spec]  # before the run allocates: the estimate counts this process as it is
+    method_cls = METHODS.get(spec.method)
+    adapter = dataset_for(spec)
+    budget = budget_for(spec, adapter, method_cls)
+    set_seed(0)
+    method = build_method(spec, adapter, method_cls, budget)
+    labeled, unlabeled = build_streams(adapter, labeled_case_ids(spec, adapter, method_cls), method_cls, budget, 0)
+    accelerator = make_accelerator("no")
+    specs = method.optimizers()
+    model = accelerator.prepare(method)
+    labeled_batches = labeled.start(0)
+    unlabeled_batches = unlabeled.start(0) if unlabeled is not None else None
+    durations = []
+    for step in range(args.steps + 1):
+        started = time.perf_counter()
+        batch = assemble_batch(next(labeled_batches), next(unlabeled_batches) if unlabeled_batches is not None else None,
+                               method)
+        progress = Progress(1, 1)  # the steady state the model costs (past every phase switch)
+        output = model(batch.to(accelerator.device), progress)
+        accelerator.backward(output.loss)
+        for optimizer_spec in specs:
+            optimizer_spec.optimizer.step()
+            optimizer_spec.optimizer.zero_grad(set_to_none=True)
+        method.on_step_end(progress)
+        if step:
+            durations.append(time.perf_counter() - started)
+    method.eval()
+    cases = list(evaluation_subset(adapter.eval_cases("val"), args.val_cases, None))
+    patch = (budget.patch_size, budget.patch_size)
+    validation_dice(test_predictor(method), cases, adapter.num_classes, patch, budget.eval_batch, accelerator.device)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # The machine's rates now, as loaded as it was for the timed steps: the model's error without the load's.
+    rates_now = measure_throughput(accelerator.device)
+    return {"fastest": min(durations), "median": statistics.median(durations), "peak_bytes": peak,
+            "estimate_now": rates_now.seconds(plan.step_cost) + plan.data_seconds,
+            "estimate": plan.step_seconds, "estimate_peak_bytes": plan.memory.peak,
+            "batch": f"{plan.labeled_batch}+{plan.unlabeled_batch}", "backbone": plan.backbone}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        print(json.dumps(measure(args.child, args)))
+        return 0
+    rows = []
+    for run in [item.strip() for item in args.runs.split(",") if item.strip()]:
+        child = subprocess.run([sys.executable, __file__, "--child", run, *sys.argv[1:]], capture_output=True, text=True)
+        if child.returncode:
+            print(f"{run}: measurement failed\n{child.stderr[-2000:]}", file=sys.stderr)
+            continue
+        result = json.loads(child.stdout.strip().splitlines()[-1])
+        rows.append((run, result))
+        print(f"  {run}: {result}", file=sys.stderr, flush=True)
+    print(f"\n{'run':<22} {'batch':>5} {'backbone':<34} {'est ms':>7} {'meas ms':>8} {'ratio':>5} {'now ms':>7} "
+          f"{'ratio':>5} {'est GiB':>7} {'meas GiB':>8} {'ratio':>5}")
+    for run, r in rows:
+        print(f"{run:<22} {r['batch']:>5} {r['backbone']:<34} {r['estimate'] * 1000:>7.0f} {r['fastest'] * 1000:>8.0f} "
+              f"{r['estimate'] / r['fastest']:>5.2f} {r['estimate_now'] * 1000:>7.0f} {r['estimate_now'] / r['fastest']:>5.2f} "
+              f"{r['estimate_peak_bytes'] / 2**30:>7.2f} {r['peak_bytes'] / 2**30:>8.2f} "
+              f"{r['estimate_peak_bytes'] / r['peak_bytes']:>5.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
