@@ -1,53 +1,55 @@
 """What a run will cost on this machine, in seconds and bytes, without training it.
 
-The dry run (``bench run --dry-run``) and the memory check before every run read this model; the old
-estimate, a few timed steps of every real model, stays behind ``--estimate measured``.
+``bench run --dry-run`` prints this model's plan and every sweep checks its memory estimate before a
+run starts (``bench.plan``, ``bench.memory``); the former estimate, timed steps of every real model
+(minutes, and more memory than CPC-SAM's run on a 24 GiB machine), stays behind ``--estimate measured``.
 
-**Work per step** (:func:`method_costs`).  One training step of the method is traced on a fake batch
-at a tiny scale: a 32 x 32 patch and the budget's own network widths (U-Net methods), the tiny SAM
-with random weights (SAM methods), at (1 labeled, 1 unlabeled) images and again at (2, 1) and (1, 2),
-so the fixed, per-labeled and per-unlabeled shares separate (a method without unlabeled views is
-traced at 1 and 2 labeled images).  The trace counts FLOPs (``torch.utils.flop_counter``; convolutions
-and matrix products, forward and backward), aten operations dispatched, bytes those operations write
-and bytes autograd saves for backward (``saved_tensors_hooks``; parameters excluded).  U-Nets are fully
-convolutional, so every count but the number of operations is scaled by ``(patch / 32) ** 2``.
+**Work per step** (:func:`method_costs`).  One training step of the method (built for a one-step
+schedule, so past BCP's pre-training and every warm-up: the steady state, an upper bound where early
+phases are cheaper) is traced on a fake batch with the views the method asks for, at a tiny scale:
+32 x 32 patches and the budget's own U-Net widths; SAM methods on the tiny SAM (random weights).
+The trace runs at (2 labeled, 2 unlabeled) images, (4, 2) and (4, 4), so the fixed, per-labeled and
+per-unlabeled shares separate (BCP needs two of each; the third adds to the second, so BCP's
+``min(L, U)`` copy-paste pairs are exact at balanced batches).  It counts FLOPs (the formulas of
+``torch.utils.flop_counter.FlopCounterMode``, in a dispatch mode of ours without its per-module
+bookkeeping: convolutions and matrix products, forward and backward), aten operations, the bytes the
+other operations write (by tensor size), the bytes autograd saves for backward (``saved_tensors_hooks``,
+parameters excluded) and the most bytes alive at once.  U-Nets are fully convolutional: every count
+but the number of operations scales with ``(patch / 32) ** 2``.
 
-For SAM methods the image encoder and the mask decoders run at the backbone's own size (LiteMedSAM
-256 px, ViT-B ``vit_image_size``), not the patch's, and dominate.  The trace records every call of a
-SAM's encoder (a forward pre-hook: images, gradients on or off) and decoder (``AdaptedSAM.run_decoder``:
-embedding, prompt-token and dense-prompt shapes, which inputs need gradients); each call is replayed on
-the ``meta`` device (no weights, no memory, milliseconds), once on the tiny SAM and once on the real
-one, built on ``meta`` from the run's own options (``sam_model``, ``vit_image_size``, adaptation,
-gradient checkpointing), forward and, when the call had gradients, backward.  The step's cost is the
-traced cost minus the tiny calls' plus the real calls' (the rest, losses and any U-Net beside the SAM,
-is scaled with the patch as above).  A replay also measures the largest set of tensors alive during a
-call (a dispatch mode following every output's storage): the transient memory of a no-grad encoder pass.
+SAM methods spend their step in the image encoder and mask decoders, which run at the backbone's
+size (LiteMedSAM 256 px, ViT ``vit_image_size``), not the patch's.  The trace records every encoder
+call (a forward pre-hook: images, gradients on or off) and decoder call (``AdaptedSAM.run_decoder``:
+images, prompt tokens, which inputs need gradients); each is replayed for one image on the ``meta``
+device (no weights, no memory, milliseconds) on the tiny SAM and on the real one, built on ``meta``
+from the run's options (backbone, ``vit_image_size``, LoRA/adapters, checkpointing), forward and, where
+the call had gradients, backward.  The step's cost is the trace less the tiny calls plus the real ones
+(times their images); the rest (losses, a U-Net beside the SAM) scales with the patch.
 
-**Evaluation.**  ``predict`` is traced the same way on 1 and 2 images; validation predicts every
-validation slice at every ``validate_every`` steps and at the end, the test split once.
+**Evaluation**: ``predict`` is traced the same way on 1 and 2 images; a run predicts every validation
+slice at every ``validate_every`` steps and the test slices once.
 
-**Seconds** = conv FLOPs / conv rate + matmul FLOPs / matmul rate + 2 x bytes written / memory
-bandwidth + operations x seconds per operation (dispatch and Python overhead) + data loading (the
-run's augmentations timed on a few fake slices at the real patch).  The four rates come from a ~1 s
-micro-benchmark (:func:`machine_throughput`: a 3 x 3 convolution and a linear layer forward + backward
-at U-Net / ViT sizes, an element-wise sum over 64 MB, a run of tiny additions) measured once per
-machine and cached in ``$BENCH_CACHE_DIR/throughput.json`` (default ``~/.cache/bench``), keyed by CPU
-model, GPU, torch threads and torch version; each rate is the best of three repeats, i.e. the quiet
-machine's.  A run's schedule is costed in its steady state (the method built for a one-step schedule,
-as ``--estimate measured`` does: past BCP's pre-training and every warm-up), an upper bound for
-methods whose early phases are cheaper.
+**Seconds** = conv FLOPs / conv rate + product FLOPs / product rate + bytes written by the other
+operations / write rate (tensors above 32 MiB at the large-tensor rate: a fresh ``mmap`` page-faults)
++ operations x dispatch overhead + loading and augmenting the batch (timed on fake slices at the real
+patch).  The rates come from a micro-benchmark (:func:`measure_throughput`: a U-Net ladder of 3 x 3
+convolutions, a ViT-B linear layer and an attention product, a GELU/softmax/layer-norm mix, 4 and 40 MB
+additions, a stack of tiny layers; each a millisecond or a few, the fastest of up to 24 repeats, on one
+thread, times the threaded speed-up measured alike), run once per machine and cached in
+``$BENCH_CACHE_DIR/throughput.json`` (default ``~/.cache/bench``) keyed by CPU model, GPU, torch threads
+and torch version; delete the file to measure again.  Rates and estimates are the quiet machine's.
 
-**Validation** (2-core AMD EPYC 7B13, 2 torch threads, torch 2.14, under the load of other jobs;
-``python benchmarks/cost_model_check.py``: estimate / measured seconds per step, the measured step the
-fastest of 5 after a warm-up, and the peak resident memory of a fresh process that trains 6 steps and
-validates once, against the estimate):
+**Validation** on this project's 2-core Intel Xeon (torch 2.14, one torch thread), under the load of
+other jobs (load average 3-5 on 2 cores, so a step's wall time is 2-5x its quiet duration and the
+comparison takes the step's CPU time); ``python benchmarks/cost_model_check.py --threads 1``, ACDC
+``quick`` (128 px), the fastest of 4 steps after a warm-up, peak resident memory of a fresh process
+that trains them and validates 2 cases:
 
-    (filled in by benchmarks/cost_model_check.py; see the module's figures below)
+VALIDATION_TABLE
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import json
 import math
@@ -207,13 +209,13 @@ class WorkCounter(TorchDispatchMode):
                 self.conv_flops += flops
             else:
                 self.matmul_flops += flops
-        if formula is not None or func.is_view or func._schema.is_mutable:
-            return output  # a product's writes are part of its FLOP rate; views and in-place ops make none
+        if func.is_view or func._schema.is_mutable:
+            return output  # views and in-place operations make no storage
         for tensor in output if isinstance(output, (tuple, list)) else (output,):
             if isinstance(tensor, torch.Tensor):
                 size = tensor.numel() * tensor.element_size()
-                self.bytes_written += size
-                if size:
+                if formula is None and size:  # a product's writes are part of its FLOP rate
+                    self.bytes_written += size
                     self.histogram[min(SIZE_BUCKETS - 1, size.bit_length() - 1)] += size
                 if self.live:
                     self._hold(tensor)
@@ -400,7 +402,7 @@ def _replay_one(sam: nn.Module, call: EncoderCall | DecoderCall) -> Cost:
     with torch.set_grad_enabled(call.grad):
         if isinstance(call, EncoderCall):
             images = torch.zeros(call.images, 3, sam.image_size, sam.image_size, device=device)
-            with counting(parameters, live=not call.grad) as cost:
+            with counting(parameters, live=True) as cost:
                 outputs = [sam.image_encoder(images)]
                 _backward(outputs)
                 del outputs
@@ -410,7 +412,7 @@ def _replay_one(sam: nn.Module, call: EncoderCall | DecoderCall) -> Cost:
             embeddings = torch.zeros(call.images, channels, height, width, device=device, requires_grad=call.embeddings_grad)
             sparse = torch.zeros(call.sparse_batch, call.tokens, channels, device=device, requires_grad=call.sparse_grad)
             dense = torch.zeros(call.dense_batch, channels, height, width, device=device, requires_grad=call.dense_grad)
-            with counting(parameters, live=not call.grad) as cost:
+            with counting(parameters, live=True) as cost:
                 outputs = list(sam.run_decoder(call.decoder, embeddings, sparse, dense))
                 _backward(outputs)
                 del outputs
@@ -494,9 +496,12 @@ class MethodCosts:
     predict_fixed: TracedCost
     predict_per_image: TracedCost
     transient_per_image: float
-    """Largest no-grad transient of one SAM call, per image of that call, at the real size."""
+    """The most one SAM call holds beyond what autograd keeps of it (its forward's temporaries, its
+    backward's gradients), per image of that call, at the real size."""
     predict_live_per_image: float
     """Tensors alive at once in a tiny ``predict``, per image, at the trace patch (scaled with it)."""
+    train_live_per_image: float
+    """The same beyond the saved activations in the tiny training step, per image, at the trace patch."""
     model: "ModelMemory"
     trains: bool
     train_profile: tuple[TracedCost, int] | None = None
@@ -506,7 +511,8 @@ class MethodCosts:
     def step(self, labeled: int, unlabeled: int, patch: int) -> Cost:
         cost = (self.fixed.at_patch(patch) + self.per_labeled.at_patch(patch).times(labeled)
                 + self.per_unlabeled.at_patch(patch).times(unlabeled)).clipped()
-        return dataclasses.replace(cost, transient_bytes=self.transient_per_image * (labeled + unlabeled),
+        extra = max(self.train_live_per_image * (patch / TRACE_PATCH) ** 2, self.transient_per_image)
+        return dataclasses.replace(cost, transient_bytes=extra * (labeled + unlabeled),
                                    histogram=_profile(self.train_profile, labeled + unlabeled, patch, cost.bytes_written))
 
     def prediction(self, images: int, patch: int) -> Cost:
@@ -584,7 +590,7 @@ def _trace_training(method: Method, method_cls: type[Method], in_channels: int, 
                     labeled: int, unlabeled: int, parameters: list) -> tuple[Cost, list]:
     batch = fake_batch(method_cls, in_channels, num_classes, labeled, unlabeled)
     method.train()
-    with SAMCalls(method) as calls, counting(parameters) as cost:
+    with SAMCalls(method) as calls, counting(parameters, live=True) as cost:
         output = method(batch, STEADY_STATE_PROGRESS)
         output.loss.backward()
     method.zero_grad(set_to_none=True)
@@ -617,8 +623,8 @@ def _split(cost: Cost, calls: list, tiny_sams: dict, real_sams: dict) -> TracedC
 def _per_image_transient(calls: list, real_sams: dict) -> float:
     worst = 0.0
     for call in calls:
-        if not call.grad:
-            worst = max(worst, replay(real_sams[call.sam], call).transient_bytes / max(1, call.images))
+        cost = replay(real_sams[call.sam], call)
+        worst = max(worst, max(0.0, cost.transient_bytes - cost.saved_bytes) / max(1, call.images))
     return worst
 
 
@@ -659,8 +665,8 @@ def _method_costs(method: str, params_json: str, options_json: str, in_channels:
                 batches = TRACE_BATCHES if method_cls.unlabeled_views else TRACE_BATCHES[:2]
                 steps = []
                 for labeled, unlabeled in batches:
-                    cost, calls = _trace_training(traced, method_cls, in_channels, num_classes, labeled, unlabeled, parameters)
-                    steps.append((_split(cost, calls, tiny_sams, real_sams), calls))
+                    last, calls = _trace_training(traced, method_cls, in_channels, num_classes, labeled, unlabeled, parameters)
+                    steps.append((_split(last, calls, tiny_sams, real_sams), calls))
                 (base_labeled, base_unlabeled), base = TRACE_BATCHES[0], steps[0][0]
                 step_size = TRACE_BATCHES[1][0] - base_labeled
                 per_labeled = _difference(steps[1][0], base).times(1 / step_size)
@@ -670,9 +676,10 @@ def _method_costs(method: str, params_json: str, options_json: str, in_channels:
                                     per_unlabeled.times(base_unlabeled if len(steps) > 2 else 0))
                 transient = max(_per_image_transient(calls, real_sams) for _, calls in steps)
                 train_profile = (steps[-1][0], sum(batches[len(steps) - 1]))
+                train_live = max(0.0, last.transient_bytes - last.saved_bytes) / train_profile[1]
             else:
                 fixed = per_labeled = per_unlabeled = TracedCost(Cost(), Cost())
-                transient, train_profile = 0.0, None
+                transient, train_profile, train_live = 0.0, None, 0.0
             one, one_calls = _trace_prediction(traced, method_cls, in_channels, num_classes, 1, parameters)
             two, two_calls = _trace_prediction(traced, method_cls, in_channels, num_classes, 2, parameters)
     finally:
@@ -686,8 +693,8 @@ def _method_costs(method: str, params_json: str, options_json: str, in_channels:
     return MethodCosts(
         method, backbone, fixed, per_labeled, per_unlabeled,
         _difference(predict_one, predict_per_image), predict_per_image, transient,
-        (two.transient_bytes - _tiny_transient(two_calls, tiny_sams)) / 2, memory, method_cls.trains,
-        train_profile, (predict_two, 2),
+        max(0.0, two.transient_bytes - _tiny_transient(two_calls, tiny_sams)) / 2, train_live, memory,
+        method_cls.trains, train_profile, (predict_two, 2),
     )
 
 

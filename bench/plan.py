@@ -56,6 +56,8 @@ class RunPlan:
     """Loading and augmenting one step's images."""
     smaller_batch: str | None = None
     """The largest ``--batch`` (same ratio) whose estimate fits, when the run's does not."""
+    gpu_memory: float | None = None
+    """The peak the same run would reach on a GPU (what a refusal on a CPU suggests)."""
     error: str | None = None
     """Why the model could not cost this run (a plug-in the trace cannot build, say): it then runs unchecked."""
 
@@ -67,8 +69,7 @@ class RunPlan:
         """The refusal message when the estimate exceeds ``available``'s usable share, else ``None``."""
         if self.memory is None or self.memory.peak <= available.usable:
             return None
-        return refusal_message(self.spec.method, self.memory, available, self.smaller_batch,
-                               self.memory.device == "cuda")
+        return refusal_message(self.spec.method, self.memory, available, self.smaller_batch, self.gpu_memory)
 
 
 def run_device() -> torch.device:
@@ -76,17 +77,9 @@ def run_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def plan_runs(specs: Sequence[RunSpec], jobs: int = 1, memory_limit_gb: float | None = None,
-              device: torch.device | None = None) -> list[RunPlan]:
-    device = device or run_device()
-    throughput = machine_throughput(device)
-    available = available_memory(device, jobs, memory_limit_gb)
-    process = process_resident_bytes()
-    return [plan_run(spec, throughput, available, device, process) for spec in specs]
-
-
-def plan_run(spec: RunSpec, throughput: Throughput, available: Available, device: torch.device,
+def plan_run(spec: RunSpec, throughput: Throughput | None, available: Available, device: torch.device,
              process_bytes: float) -> RunPlan:
+    """``throughput`` ``None``: memory only (no seconds, no micro-benchmark)."""
     from bench.execute import budget_for, dataset_for
     from bench.registry import METHODS
 
@@ -104,22 +97,24 @@ def plan_run(spec: RunSpec, throughput: Throughput, available: Available, device
         return plan
     plan.backbone = backbone_description(costs, spec)
     counts = split_counts(adapter, budget)
-    step = costs.step(labeled, unlabeled, budget.patch_size)
-    data = (labeled * data_seconds_per_image(budget.patch_size, ("weak",) + tuple(method_cls.labeled_views), True)
+    plan.step_cost = costs.step(labeled, unlabeled, budget.patch_size)
+    if throughput is not None:
+        plan.data_seconds = (
+            labeled * data_seconds_per_image(budget.patch_size, ("weak",) + tuple(method_cls.labeled_views), True)
             + unlabeled * data_seconds_per_image(budget.patch_size, tuple(method_cls.unlabeled_views), False)
-            ) if method_cls.trains else 0.0
-    plan.step_cost, plan.data_seconds = step, data
-    plan.step_seconds = throughput.seconds(step) + data if method_cls.trains else 0.0
-    plan.train_seconds = iterations * plan.step_seconds
-    per_image = throughput.seconds(costs.prediction(budget.eval_batch, budget.patch_size)) / budget.eval_batch
-    validations = math.ceil(iterations / budget.validate_every) if method_cls.trains else 0
-    plan.eval_seconds = per_image * (validations * counts.val_slices + counts.test_slices)
+        ) if method_cls.trains else 0.0
+        plan.step_seconds = throughput.seconds(plan.step_cost) + plan.data_seconds if method_cls.trains else 0.0
+        plan.train_seconds = iterations * plan.step_seconds
+        per_image = throughput.seconds(costs.prediction(budget.eval_batch, budget.patch_size)) / budget.eval_batch
+        validations = math.ceil(iterations / budget.validate_every) if method_cls.trains else 0
+        plan.eval_seconds = per_image * (validations * counts.val_slices + counts.test_slices)
 
-    def estimate(labeled: int, unlabeled: int) -> MemoryEstimate:
+    def estimate(labeled: int, unlabeled: int, on: torch.device = device) -> MemoryEstimate:
         return estimate_memory(costs, budget, labeled, unlabeled, counts.train_slices, counts.eval_bytes,
-                               device, process_bytes)
+                               on, process_bytes)
 
     plan.memory = estimate(labeled, unlabeled)
+    plan.gpu_memory = estimate(labeled, unlabeled, torch.device("cuda")).peak
     if plan.memory.peak > available.usable and method_cls.trains:
         plan.smaller_batch = _fitting_batch(spec, adapter, method_cls, estimate, available)
     return plan
@@ -233,7 +228,7 @@ def plan_totals(plans: Sequence[RunPlan], available: Available, jobs: int) -> st
     parallel = max(1, min(jobs, len(plans)))
     refused = [plan for plan in costed if plan.refusal(available)]
     peak = max((plan.memory.peak for plan in costed if plan.memory), default=0.0)
-    line = (f"total: {len(plans)} runs, ~{format_duration(seconds / parallel)} on {parallel} job(s) "
+    line = (f"total: {len(plans)} run(s), ~{format_duration(seconds / parallel)} on {parallel} job(s) "
             f"(training and evaluation; metrics not included), largest peak {gib(peak)}")
     if refused:
         methods = sorted({plan.spec.method for plan in refused})
@@ -263,11 +258,12 @@ class SweepPlan:
     """The plan of a sweep's pending runs, and the memory check before each of them starts."""
 
     def __init__(self, specs: Sequence[RunSpec], jobs: int = 1, memory_limit_gb: float | None = None,
-                 device: torch.device | None = None) -> None:
+                 device: torch.device | None = None, timed: bool = True) -> None:
+        """``timed=False``: memory only (no duration, no throughput micro-benchmark)."""
         self.device = device or run_device()
         self.jobs = jobs
         self.memory_limit_gb = memory_limit_gb
-        self.throughput = machine_throughput(self.device)
+        self.throughput = machine_throughput(self.device) if timed else None
         self.available = available_memory(self.device, jobs, memory_limit_gb)
         process = process_resident_bytes()
         self.plans = {spec.key: plan_run(spec, self.throughput, self.available, self.device, process) for spec in specs}
@@ -285,7 +281,8 @@ class SweepPlan:
     def report(self, log: Callable[[str], None], dry_run: bool) -> None:
         """Per run (``dry_run``) or per method: schedule, time, peak memory and fit; then the totals."""
         plans = list(self.plans.values())
-        log(describe_machine(self.throughput, self.available))
+        if self.throughput is not None:
+            log(describe_machine(self.throughput, self.available))
         if dry_run:
             for plan in plans:
                 log(plan_line(plan, self.available))

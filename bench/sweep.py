@@ -154,7 +154,7 @@ def run_sweep(
     outcome, pending = pending_runs(specs, out, overwrite, retry_failed)
     log(f"{len(specs)} runs: {len(outcome.skipped)} already complete, {len(outcome.failed)} failed before, "
         f"{len(pending)} to run")
-    plan = SweepPlan(pending, jobs, memory_limit_gb) if pending else None
+    plan = SweepPlan(pending, jobs, memory_limit_gb, timed=estimate or dry_run) if pending else None
     if plan is not None and estimate and estimate_mode == "measured":
         plan.use_measured_steps(estimate_seconds(pending))
     if plan is not None and (estimate or dry_run):

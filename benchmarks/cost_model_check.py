@@ -38,6 +38,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=4, help="timed steps after one warm-up (default: 4)")
     parser.add_argument("--val-cases", type=int, default=2, help="validation cases scored after training (default: 2)")
     parser.add_argument("--sam-model", default="lite-medsam", help="SAM backbone when a run names none")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of the measured runs (default: torch's); with 1 the CPU time of a step "
+                             "is its quiet-machine duration whatever else runs, a loaded machine's fair comparison")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -62,7 +65,6 @@ def spec_for(run: str, args: argparse.Namespace):
 
 def measure(run: str, args: argparse.Namespace) -> dict:
     """In this (fresh) process: step times and peak resident memory of ``run``."""
-    import torch
     from accelerate.utils import set_seed
 
     from bench.evaluation import evaluation_subset, validation_dice
@@ -80,9 +82,12 @@ def measure(run: str, args: argparse.Namespace) -> dict:
     from bench.registry import METHODS
     from bench.training import assemble_batch
 
-    from bench.cost_model import measure_throughput
+    import torch
+
     from bench.plan import SweepPlan
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     spec = spec_for(run, args)
     validate_spec(spec)
     plan = SweepPlan([spec])[spec]  # before the run allocates: the estimate counts this process as it is
@@ -97,9 +102,9 @@ def measure(run: str, args: argparse.Namespace) -> dict:
     model = accelerator.prepare(method)
     labeled_batches = labeled.start(0)
     unlabeled_batches = unlabeled.start(0) if unlabeled is not None else None
-    durations = []
+    durations, cpu_durations = [], []
     for step in range(args.steps + 1):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         batch = assemble_batch(next(labeled_batches), next(unlabeled_batches) if unlabeled_batches is not None else None,
                                method)
         progress = Progress(1, 1)  # the steady state the model costs (past every phase switch)
@@ -111,15 +116,14 @@ def measure(run: str, args: argparse.Namespace) -> dict:
         method.on_step_end(progress)
         if step:
             durations.append(time.perf_counter() - started)
+            cpu_durations.append((time.process_time() - cpu_started) / torch.get_num_threads())
     method.eval()
     cases = list(evaluation_subset(adapter.eval_cases("val"), args.val_cases, None))
     patch = (budget.patch_size, budget.patch_size)
     validation_dice(test_predictor(method), cases, adapter.num_classes, patch, budget.eval_batch, accelerator.device)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    # The machine's rates now, as loaded as it was for the timed steps: the model's error without the load's.
-    rates_now = measure_throughput(accelerator.device)
-    return {"fastest": min(durations), "median": statistics.median(durations), "peak_bytes": peak,
-            "estimate_now": rates_now.seconds(plan.step_cost) + plan.data_seconds,
+    return {"fastest": min(durations), "median": statistics.median(durations), "cpu": min(cpu_durations),
+            "peak_bytes": peak,
             "estimate": plan.step_seconds, "estimate_peak_bytes": plan.memory.peak,
             "batch": f"{plan.labeled_batch}+{plan.unlabeled_batch}", "backbone": plan.backbone}
 
@@ -138,11 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = json.loads(child.stdout.strip().splitlines()[-1])
         rows.append((run, result))
         print(f"  {run}: {result}", file=sys.stderr, flush=True)
-    print(f"\n{'run':<22} {'batch':>5} {'backbone':<34} {'est ms':>7} {'meas ms':>8} {'ratio':>5} {'now ms':>7} "
+    print(f"\n{'run':<22} {'batch':>5} {'backbone':<34} {'est ms':>7} {'wall ms':>8} {'ratio':>5} {'cpu ms':>7} "
           f"{'ratio':>5} {'est GiB':>7} {'meas GiB':>8} {'ratio':>5}")
     for run, r in rows:
         print(f"{run:<22} {r['batch']:>5} {r['backbone']:<34} {r['estimate'] * 1000:>7.0f} {r['fastest'] * 1000:>8.0f} "
-              f"{r['estimate'] / r['fastest']:>5.2f} {r['estimate_now'] * 1000:>7.0f} {r['estimate_now'] / r['fastest']:>5.2f} "
+              f"{r['estimate'] / r['fastest']:>5.2f} {r['cpu'] * 1000:>7.0f} {r['estimate'] / r['cpu']:>5.2f} "
               f"{r['estimate_peak_bytes'] / 2**30:>7.2f} {r['peak_bytes'] / 2**30:>8.2f} "
               f"{r['estimate_peak_bytes'] / r['peak_bytes']:>5.2f}")
     return 0

@@ -185,9 +185,10 @@ def test_labeled_domain_draws_labeled_cases_from_that_domain_only(tmp_path, caps
     from bench.data.synthetic import SyntheticDataset
 
     out = tmp_path / "runs"
+    # quick, shortened: it scores the whole test split (smoke scores 2 cases, too few for every domain)
     assert main(["run", "--methods", "supervised", "--labels", "3", "--labeled-domain", "vendor_b", "--out", str(out),
-                 *smoke_args]) == 0
-    summary = json.loads((out / "synthetic/smoke/supervised/3@vendor_b/seed0/summary.json").read_text())
+                 *smoke_args, "--budget", "quick", "--iters", "2"]) == 0
+    summary = json.loads((out / "synthetic/quick/supervised/3@vendor_b/seed0/summary.json").read_text())
     domains = SyntheticDataset().case_domains()
     assert len(summary["labeled_case_ids"]) == 3
     assert {domains[case] for case in summary["labeled_case_ids"]} == {"vendor_b"}

@@ -265,8 +265,13 @@ def test_missing_database_driver_is_named_before_training(tmp_path, monkeypatch,
 
 
 def test_tuned_parameters_apply_to_a_run(tmp_path, monkeypatch, capsys):
+    from bench.registry import METHODS
+
     (tmp_path / "tunable_plugin2.py").write_text(TUNABLE_PLUGIN.replace('"tunable"', '"tunable2"'))
     monkeypatch.syspath_prepend(str(tmp_path))
+    # The plug-in must not outlive this test ("--methods all" elsewhere would train it).
+    METHODS.names()
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
     out = tmp_path / "tuning"
     assert main(["--plugin", "tunable_plugin2", "tune", "tunable2", "--labels", "2", "--trials", "2", "--budget", "smoke",
                  "--out", str(out), "--no-progress"]) == 0
