@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -209,8 +210,12 @@ class WorkCounter(TorchDispatchMode):
                 self.conv_flops += flops
             else:
                 self.matmul_flops += flops
-        if func.is_view or func._schema.is_mutable:
-            return output  # views and in-place operations make no storage
+        if func._schema.is_mutable:
+            return output  # an in-place operation makes no storage
+        if func.is_view:  # no storage either, but it keeps its base's alive
+            if self.live and isinstance(output, torch.Tensor):
+                self._hold(output)
+            return output
         for tensor in output if isinstance(output, (tuple, list)) else (output,):
             if isinstance(tensor, torch.Tensor):
                 size = tensor.numel() * tensor.element_size()
@@ -239,9 +244,11 @@ class WorkCounter(TorchDispatchMode):
 
 
 @contextlib.contextmanager
-def counting(exclude: Sequence[torch.Tensor] = (), live: bool = False) -> Iterator[Cost]:
+def counting(exclude: Sequence[torch.Tensor] = (), live: bool = False,
+             keep: list | None = None) -> Iterator[Cost]:
     """Everything a block of code costs: yields a :class:`Cost` filled in when the block ends.
-    ``exclude``: tensors (parameters) whose storage autograd may save without it counting."""
+    ``exclude``: tensors (parameters) whose storage autograd may save without it counting; ``keep``:
+    a list the :class:`WorkCounter` is appended to (its live storages stay followed afterwards)."""
     cost = Cost()
     excluded = {_storage_key(tensor) for tensor in exclude}
     saved: dict[int, int] = {}
@@ -253,6 +260,8 @@ def counting(exclude: Sequence[torch.Tensor] = (), live: bool = False) -> Iterat
         return tensor
 
     counter = WorkCounter(live=live)
+    if keep is not None:
+        keep.append(counter)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), counter:
         yield cost
     cost.conv_flops = float(counter.conv_flops)
@@ -339,6 +348,8 @@ class SAMCalls:
     def __init__(self, method: nn.Module) -> None:
         self.sams = _adapted_sams(method)
         self.calls: list[EncoderCall | DecoderCall] = []
+        self.encoder_outputs: list[tuple[str, int, int]] = []
+        """(SAM, storage of an encoder output, images in it): what a per-slice cache would keep."""
         self._undo: list[Callable[[], None]] = []
 
     def __enter__(self) -> "SAMCalls":
@@ -346,8 +357,12 @@ class SAMCalls:
             def before_encoder(module, args, name=name):
                 self.calls.append(EncoderCall(name, int(args[0].shape[0]), torch.is_grad_enabled()))
 
-            handle = sam.image_encoder.register_forward_pre_hook(before_encoder)
-            self._undo.append(handle.remove)
+            def after_encoder(module, args, output, name=name):
+                self.encoder_outputs.append((name, _storage_key(output), int(output.shape[0])))
+
+            for handle in (sam.image_encoder.register_forward_pre_hook(before_encoder),
+                           sam.image_encoder.register_forward_hook(after_encoder)):
+                self._undo.append(handle.remove)
             original = sam.run_decoder
 
             def run_decoder(decoder_index, image_embeddings, sparse, dense, name=name, original=original):
@@ -496,14 +511,22 @@ class MethodCosts:
     predict_fixed: TracedCost
     predict_per_image: TracedCost
     transient_per_image: float
-    """The most one SAM call holds beyond what autograd keeps of it (its forward's temporaries, its
-    backward's gradients), per image of that call, at the real size."""
+    """The most one SAM call of a training step holds beyond what autograd keeps of it (its forward's
+    temporaries, its backward's gradients), at the real size, per image of the step (a call on the
+    unlabeled half holds half as much per image of the step as one on the whole batch)."""
+    predict_transient_per_image: float
+    """The same for ``predict``'s SAM calls, per image predicted."""
     predict_live_per_image: float
     """Tensors alive at once in a tiny ``predict``, per image, at the trace patch (scaled with it)."""
     train_live_per_image: float
     """The same beyond the saved activations in the tiny training step, per image, at the trace patch."""
     model: "ModelMemory"
     trains: bool
+    first_sight: TracedCost
+    """What an unlabeled slice costs the first time a method sees it beyond later times (SemiSAM
+    encodes a slice once and keeps its embedding): paid once per slice, not per step."""
+    kept_per_first_sight: float
+    """Bytes of the real encoder's output the method keeps per unlabeled slice seen (its cache)."""
     train_profile: tuple[TracedCost, int] | None = None
     """The largest traced step and its images: how its bytes spread over tensor sizes."""
     predict_profile: tuple[TracedCost, int] | None = None
@@ -515,9 +538,13 @@ class MethodCosts:
         return dataclasses.replace(cost, transient_bytes=extra * (labeled + unlabeled),
                                    histogram=_profile(self.train_profile, labeled + unlabeled, patch, cost.bytes_written))
 
+    def first_sight_cost(self, slices: int, patch: int) -> Cost:
+        """The one-off cost of ``slices`` unlabeled slices seen for the first time."""
+        return self.first_sight.at_patch(patch).times(slices).clipped()
+
     def prediction(self, images: int, patch: int) -> Cost:
         cost = (self.predict_fixed.at_patch(patch) + self.predict_per_image.at_patch(patch).times(images)).clipped()
-        live = self.predict_live_per_image * (patch / TRACE_PATCH) ** 2 + self.transient_per_image
+        live = self.predict_live_per_image * (patch / TRACE_PATCH) ** 2 + self.predict_transient_per_image
         return dataclasses.replace(cost, transient_bytes=live * images,
                                    histogram=_profile(self.predict_profile, images, patch, cost.bytes_written))
 
@@ -586,15 +613,25 @@ def _build(method_cls: type[Method], params: dict, task: TaskSpec) -> Method:
     return method_cls(method_cls.params_from_dict(params), task)
 
 
-def _trace_training(method: Method, method_cls: type[Method], in_channels: int, num_classes: int,
-                    labeled: int, unlabeled: int, parameters: list) -> tuple[Cost, list]:
-    batch = fake_batch(method_cls, in_channels, num_classes, labeled, unlabeled)
+def _trace_training(method: Method, batch, parameters: list) -> tuple[Cost, list, int]:
+    """The step's cost, its SAM calls, and how many images' encoder outputs the method still holds
+    after it (a per-slice cache of embeddings)."""
     method.train()
-    with SAMCalls(method) as calls, counting(parameters, live=True) as cost:
+    counters: list[WorkCounter] = []
+    with SAMCalls(method) as calls, counting(parameters, live=True, keep=counters) as cost:
         output = method(batch, STEADY_STATE_PROGRESS)
         output.loss.backward()
+    del output
     method.zero_grad(set_to_none=True)
-    return cost, calls.calls
+    gc.collect()
+    alive = counters[0]._holders
+    kept = sum(images for _, key, images in calls.encoder_outputs if key in alive)
+    return cost, calls.calls, kept
+
+
+SLICE_INDEX_STRIDE = 1000
+"""Each traced batch's unlabeled slices get indices of their own, so a per-slice cache (SemiSAM's
+embeddings) filled by one trace does not serve the next."""
 
 
 def _trace_prediction(method: Method, method_cls: type[Method], in_channels: int, num_classes: int,
@@ -620,12 +657,14 @@ def _split(cost: Cost, calls: list, tiny_sams: dict, real_sams: dict) -> TracedC
     return TracedCost(residual, real)
 
 
-def _per_image_transient(calls: list, real_sams: dict) -> float:
+def _per_image_transient(calls: list, real_sams: dict, images: int) -> float:
+    """The most one of ``calls`` (of a step or prediction on ``images`` images) holds beyond its saved
+    tensors, per image of that step."""
     worst = 0.0
     for call in calls:
         cost = replay(real_sams[call.sam], call)
-        worst = max(worst, max(0.0, cost.transient_bytes - cost.saved_bytes) / max(1, call.images))
-    return worst
+        worst = max(worst, max(0.0, cost.transient_bytes - cost.saved_bytes))
+    return worst / max(1, images)
 
 
 @lru_cache(maxsize=64)
@@ -663,10 +702,19 @@ def _method_costs(method: str, params_json: str, options_json: str, in_channels:
         with quiet():
             if method_cls.trains:
                 batches = TRACE_BATCHES if method_cls.unlabeled_views else TRACE_BATCHES[:2]
-                steps = []
-                for labeled, unlabeled in batches:
-                    last, calls = _trace_training(traced, method_cls, in_channels, num_classes, labeled, unlabeled, parameters)
-                    steps.append((_split(last, calls, tiny_sams, real_sams), calls))
+                steps, first_seen, kept_per_unlabeled = [], [], []
+                for number, (labeled, unlabeled) in enumerate(batches):
+                    batch = fake_batch(method_cls, in_channels, num_classes, labeled, unlabeled)
+                    if batch.unlabeled_index is not None:
+                        batch.unlabeled_index = batch.unlabeled_index + SLICE_INDEX_STRIDE * number
+                    first, first_calls, kept = _trace_training(traced, batch, parameters)
+                    last, calls = first, first_calls
+                    kept_per_unlabeled.append(kept / max(1, unlabeled))
+                    if any(isinstance(call, EncoderCall) for call in first_calls):
+                        # The same slices again: what a per-slice cache saves from the second sight on.
+                        last, calls, _ = _trace_training(traced, batch, parameters)
+                    steps.append((_split(last, calls, tiny_sams, real_sams), calls + first_calls))
+                    first_seen.append(_split(first, first_calls, tiny_sams, real_sams))
                 (base_labeled, base_unlabeled), base = TRACE_BATCHES[0], steps[0][0]
                 step_size = TRACE_BATCHES[1][0] - base_labeled
                 per_labeled = _difference(steps[1][0], base).times(1 / step_size)
@@ -674,12 +722,15 @@ def _method_costs(method: str, params_json: str, options_json: str, in_channels:
                                  else TracedCost(Cost(), Cost()))
                 fixed = _difference(_difference(base, per_labeled.times(base_labeled)),
                                     per_unlabeled.times(base_unlabeled if len(steps) > 2 else 0))
-                transient = max(_per_image_transient(calls, real_sams) for _, calls in steps)
+                transient = max(_per_image_transient(calls, real_sams, sum(batch_size))
+                                for (_, calls), batch_size in zip(steps, batches))
                 train_profile = (steps[-1][0], sum(batches[len(steps) - 1]))
                 train_live = max(0.0, last.transient_bytes - last.saved_bytes) / train_profile[1]
+                first_sight = _difference(first_seen[0], steps[0][0]).times(1 / max(1, base_unlabeled))
+                kept_bytes = kept_per_unlabeled[0] * _embedding_bytes(real_sams)
             else:
-                fixed = per_labeled = per_unlabeled = TracedCost(Cost(), Cost())
-                transient, train_profile, train_live = 0.0, None, 0.0
+                fixed = per_labeled = per_unlabeled = first_sight = TracedCost(Cost(), Cost())
+                transient, train_profile, train_live, kept_bytes = 0.0, None, 0.0, 0.0
             one, one_calls = _trace_prediction(traced, method_cls, in_channels, num_classes, 1, parameters)
             two, two_calls = _trace_prediction(traced, method_cls, in_channels, num_classes, 2, parameters)
     finally:
@@ -689,13 +740,19 @@ def _method_costs(method: str, params_json: str, options_json: str, in_channels:
     predict_one = _split(one, one_calls, tiny_sams, real_sams)
     predict_two = _split(two, two_calls, tiny_sams, real_sams)
     predict_per_image = _difference(predict_two, predict_one)
-    transient = max(transient, _per_image_transient(one_calls + two_calls, real_sams))
+    predict_transient = max(_per_image_transient(one_calls, real_sams, 1), _per_image_transient(two_calls, real_sams, 2))
     return MethodCosts(
         method, backbone, fixed, per_labeled, per_unlabeled,
-        _difference(predict_one, predict_per_image), predict_per_image, transient,
+        _difference(predict_one, predict_per_image), predict_per_image, transient, predict_transient,
         max(0.0, two.transient_bytes - _tiny_transient(two_calls, tiny_sams)) / 2, train_live, memory,
-        method_cls.trains, train_profile, (predict_two, 2),
+        method_cls.trains, first_sight, kept_bytes, train_profile, (predict_two, 2),
     )
+
+
+def _embedding_bytes(sams: dict) -> float:
+    """Bytes of one image's embedding from the largest of ``sams`` (float32, ``D x h x w``)."""
+    return max((4.0 * sam.prompt_encoder.embed_dim * math.prod(sam.prompt_encoder.image_embedding_size)
+                for sam in sams.values()), default=0.0)
 
 
 def _tiny_transient(calls: list, tiny_sams: dict) -> float:

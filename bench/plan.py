@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
@@ -50,12 +50,16 @@ class RunPlan:
     train_seconds: float
     eval_seconds: float
     memory: MemoryEstimate | None
+    validation_seconds: float = math.nan
+    """The part of ``eval_seconds`` spent validating during training (the rest scores the test split)."""
     step_cost: Cost | None = None
     """The work of one training step (``bench.cost_model``); seconds = this over the machine's rates + data."""
     data_seconds: float = 0.0
     """Loading and augmenting one step's images."""
     smaller_batch: str | None = None
     """The largest ``--batch`` (same ratio) whose estimate fits, when the run's does not."""
+    fitting_batch: Callable[[Available], str | None] | None = field(default=None, repr=False)
+    """Finds :attr:`smaller_batch` for an amount of memory."""
     gpu_memory: float | None = None
     """The peak the same run would reach on a GPU (what a refusal on a CPU suggests)."""
     error: str | None = None
@@ -69,6 +73,8 @@ class RunPlan:
         """The refusal message when the estimate exceeds ``available``'s usable share, else ``None``."""
         if self.memory is None or self.memory.peak <= available.usable:
             return None
+        if self.fitting_batch is not None:
+            self.smaller_batch = self.fitting_batch(available)
         return refusal_message(self.spec.method, self.memory, available, self.smaller_batch, self.gpu_memory)
 
 
@@ -98,25 +104,28 @@ def plan_run(spec: RunSpec, throughput: Throughput | None, available: Available,
     plan.backbone = backbone_description(costs, spec)
     counts = split_counts(adapter, budget)
     plan.step_cost = costs.step(labeled, unlabeled, budget.patch_size)
+    first_sights = min(counts.unlabeled_slices(spec, method_cls), iterations * unlabeled)
     if throughput is not None:
         plan.data_seconds = (
             labeled * data_seconds_per_image(budget.patch_size, ("weak",) + tuple(method_cls.labeled_views), True)
             + unlabeled * data_seconds_per_image(budget.patch_size, tuple(method_cls.unlabeled_views), False)
         ) if method_cls.trains else 0.0
         plan.step_seconds = throughput.seconds(plan.step_cost) + plan.data_seconds if method_cls.trains else 0.0
-        plan.train_seconds = iterations * plan.step_seconds
+        plan.train_seconds = iterations * plan.step_seconds + throughput.seconds(
+            costs.first_sight_cost(first_sights, budget.patch_size))
         per_image = throughput.seconds(costs.prediction(budget.eval_batch, budget.patch_size)) / budget.eval_batch
         validations = math.ceil(iterations / budget.validate_every) if method_cls.trains else 0
-        plan.eval_seconds = per_image * (validations * counts.val_slices + counts.test_slices)
+        plan.validation_seconds = per_image * validations * counts.val_slices
+        plan.eval_seconds = plan.validation_seconds + per_image * counts.test_slices
 
     def estimate(labeled: int, unlabeled: int, on: torch.device = device) -> MemoryEstimate:
         return estimate_memory(costs, budget, labeled, unlabeled, counts.train_slices, counts.eval_bytes,
-                               on, process_bytes)
+                               on, process_bytes, first_sights)
 
     plan.memory = estimate(labeled, unlabeled)
     plan.gpu_memory = estimate(labeled, unlabeled, torch.device("cuda")).peak
-    if plan.memory.peak > available.usable and method_cls.trains:
-        plan.smaller_batch = _fitting_batch(spec, adapter, method_cls, estimate, available)
+    if method_cls.trains:
+        plan.fitting_batch = lambda room: _fitting_batch(spec, adapter, method_cls, estimate, room)
     return plan
 
 
@@ -146,11 +155,24 @@ def backbone_description(costs: MethodCosts, spec: RunSpec) -> str:
 
 @dataclass(frozen=True)
 class SplitCounts:
+    adapter: object
     train_slices: int
     val_slices: int
     test_slices: int
     eval_bytes: float
     """Validation cases as ``validation_dice`` holds them (all at once) and the test predictions."""
+
+    def unlabeled_slices(self, spec: RunSpec, method_cls) -> int:
+        """Training slices outside the run's labeled cases (read from the adapter's slice list, which
+        the data checks have loaded)."""
+        from bench.execute import labeled_case_ids
+
+        if not method_cls.unlabeled_views:
+            return 0
+        labeled = set(labeled_case_ids(spec, self.adapter, method_cls))
+        return sum(1 for item in self.adapter.train_slices(patch_size=self.patch) if item.case_id not in labeled)
+
+    patch: tuple[int, int] = (0, 0)
 
 
 def split_counts(adapter, budget: Budget) -> SplitCounts:
@@ -163,7 +185,8 @@ def split_counts(adapter, budget: Budget) -> SplitCounts:
     val, test = check_split(adapter, "val"), check_split(adapter, "test")
     val_slices, test_slices = (_evaluated(check, budget) for check in (val, test))
     pixels = _slice_pixels(adapter)
-    return SplitCounts(train.slices, val_slices, test_slices, pixels * (val_slices * (4 + 1) + test_slices))
+    return SplitCounts(adapter, train.slices, val_slices, test_slices, pixels * (val_slices * (4 + 1) + test_slices),
+                       patch)
 
 
 def _evaluated(check, budget: Budget) -> int:

@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 DEFAULT_RUNS = "supervised,mean-teacher,unimatch,samed@2+2,cpc-sam@2+2,cpc-sam@8+8@tiny"
@@ -41,6 +42,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads of the measured runs (default: torch's); with 1 the CPU time of a step "
                              "is its quiet-machine duration whatever else runs, a loaded machine's fair comparison")
+    parser.add_argument("--records", type=Path, default=None, metavar="RUNS",
+                        help="instead: compare the plan of every finished run under RUNS (e.g. "
+                             "leaderboards/acdc-quick/runs) with its summary's peak memory and training time")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -128,8 +132,48 @@ def measure(run: str, args: argparse.Namespace) -> dict:
             "batch": f"{plan.labeled_batch}+{plan.unlabeled_batch}", "backbone": plan.backbone}
 
 
+def against_records(args: argparse.Namespace) -> int:
+    """Plans of finished runs (their recorded config, this machine's rates at the run's thread count)
+    against what their summaries recorded: peak resident memory, and training time (the loop's, with
+    its validations) where the run's CPU is this machine's."""
+    import torch
+
+    from bench.cost_model import cpu_model
+    from bench.execute import validate_spec
+    from bench.plan import SweepPlan
+    from bench.runs import RunSpec
+
+    data_root = os.environ.get("BENCH_DATA_ROOT")
+    groups: dict[tuple, list[dict]] = {}
+    for path in sorted(args.records.rglob("summary.json")):
+        summary = json.loads(path.read_text())
+        threads = int(summary["hardware"].split(" torch threads")[0].rsplit(" ", 1)[-1])
+        groups.setdefault((summary["method"], summary["labels"], threads), []).append(summary)
+    print(f"{'method':<17} {'labels':>6} {'thr':>3} {'est GiB':>7} {'rec GiB':>7} {'ratio':>5} {'est train s':>11} "
+          f"{'rec train s (this CPU)':>24} {'ratio':>5}")
+    for (method, labels, threads), summaries in groups.items():
+        torch.set_num_threads(threads)
+        config = summaries[0]["config"]
+        options = {**config["options"], "dataset_options": {},
+                   "data_root": f"{data_root}/{summaries[0]['dataset']}" if data_root else None}
+        spec = RunSpec(dataset=summaries[0]["dataset"], method=method, labels=labels, seed=0, budget=config["budget"],
+                       params=config["params"], options=options, iterations=config["iterations"], batch=config["batch"])
+        validate_spec(spec)
+        plan = SweepPlan([spec])[spec]
+        peak = max(summary["peak_memory_mb"] for summary in summaries) * 2**20
+        here = [summary["training"]["train_seconds"] for summary in summaries
+                if summary["hardware"].startswith(cpu_model()) and summary["training"]["train_seconds"]]
+        estimate = plan.train_seconds + plan.validation_seconds
+        ratio = f"{estimate / statistics.median(here):>5.2f}" if here else f"{'-':>5}"
+        print(f"{method:<17} {labels:>6} {threads:>3} {plan.memory.peak / 2**30:>7.2f} {peak / 2**30:>7.2f} "
+              f"{plan.memory.peak / peak:>5.2f} {estimate:>11.0f} {str([round(s) for s in here]):>24} {ratio}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.records:
+        return against_records(args)
     if args.child:
         print(json.dumps(measure(args.child, args)))
         return 0

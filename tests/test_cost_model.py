@@ -136,6 +136,19 @@ def test_sam_substitution_puts_the_real_backbone_in_place_of_the_tiny_one():
     assert real.flops > 50e9
 
 
+def test_a_slice_cache_is_paid_once_per_slice_not_per_step():
+    """SemiSAM keeps each unlabeled slice's embedding (keyed by its index): the first sight of a slice
+    costs one frozen LiteMedSAM encoder pass, counted directly; a step on slices seen before costs none."""
+    from bench.sam.model import sam_for
+
+    costs = costs_of(spec_for("semisam", sam_model="lite-medsam", sam_random_init=True))
+    sam = on_meta(lambda: sam_for(_sam_task("lite-medsam"), class_tokens=False, adaptation="frozen", report=False))
+    encoder = _forward_flops(sam.image_encoder, torch.zeros(1, 3, 256, 256, device="meta"))
+    assert costs.first_sight.sam.flops == pytest.approx(encoder, rel=1e-6)
+    assert costs.first_sight_cost(10, 128).flops == pytest.approx(10 * encoder, rel=1e-6)
+    assert costs.per_unlabeled.sam.flops < encoder / 2  # per slice seen before: the prompted decoder passes only
+
+
 def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, capsys):
     out = tmp_path / "runs"
     code = main(["run", "--methods", "supervised,mean-teacher", "--dataset", "synthetic", "--labels", "1",
