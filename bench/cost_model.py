@@ -24,7 +24,11 @@ images, prompt tokens, which inputs need gradients); each is replayed for one im
 device (no weights, no memory, milliseconds) on the tiny SAM and on the real one, built on ``meta``
 from the run's options (backbone, ``vit_image_size``, LoRA/adapters, checkpointing), forward and, where
 the call had gradients, backward.  The step's cost is the trace less the tiny calls plus the real ones
-(times their images); the rest (losses, a U-Net beside the SAM) scales with the patch.
+(times their images); the rest (losses, a U-Net beside the SAM) scales with the patch.  A step with
+encoder calls is traced twice on the same slices: what the second sight saves (SemiSAM's per-slice
+embedding cache) is paid once per unlabeled slice the run draws, not per step, and the encoder
+outputs the method still holds after the step (the cache's entries) count, at the real embedding's
+size, in the run's memory.
 
 **Evaluation**: ``predict`` is traced the same way on 1 and 2 images; a run predicts every validation
 slice at every ``validate_every`` steps and the test slices once.
@@ -39,13 +43,27 @@ thread, times the threaded speed-up measured alike), run once per machine and ca
 ``$BENCH_CACHE_DIR/throughput.json`` (default ``~/.cache/bench``) keyed by CPU model, GPU, torch threads
 and torch version; delete the file to measure again.  Rates and estimates are the quiet machine's.
 
-**Validation** on this project's 2-core Intel Xeon (torch 2.14, one torch thread), under the load of
-other jobs (load average 3-5 on 2 cores, so a step's wall time is 2-5x its quiet duration and the
-comparison takes the step's CPU time); ``python benchmarks/cost_model_check.py --threads 1``, ACDC
-``quick`` (128 px), the fastest of 4 steps after a warm-up, peak resident memory of a fresh process
-that trains them and validates 2 cases:
+**Validation** on this project's 2-core Intel Xeon, torch 2.14, ACDC ``quick`` (128 px), measured by
+``python benchmarks/cost_model_check.py`` (the fastest of 4 steps after a warm-up, with real data; the
+peak resident set of a fresh process that trains them and validates 2 cases).  Other jobs loaded the
+machine (load average 1-5 on 2 cores): with one torch thread a step's CPU time is its quiet duration
+whatever the load, with two the table was taken at a quiet moment (load ~1).  est/measured:
 
-VALIDATION_TABLE
+    run (batch)                     1 thread: s/step est/meas   2 threads: s/step est/meas   peak GiB est/meas
+    supervised (16+0)               0.99 / 1.08  = 0.92         0.64 / 0.58  = 1.11          2.22 / 1.65 = 1.35
+    mean-teacher (8+8)              1.18 / 1.29  = 0.92                                      2.12 / 1.67 = 1.27
+    unimatch (8+8)                  2.83 / 2.85  = 0.99         1.84 / 1.45  = 1.27          2.85 / 2.52 = 1.13
+    cps (8+8)                       1.99 / 2.16  = 0.92         1.29 / 1.16  = 1.11          2.63 / 2.21 = 1.19
+    samed, LiteMedSAM (2+0)         5.27 / 7.68  = 0.69         3.37 / 3.83  = 0.88          7.31 / 5.70 = 1.28
+    cpc-sam, LiteMedSAM (2+2)       17.7 / 21.1  = 0.84         11.5 / 10.3  = 1.12          11.6 / 10.1 = 1.15
+    cpc-sam, tiny SAM (8+8)         0.25 / 0.50  = 0.50                                      1.54 / 1.28 = 1.21
+
+The tiny SAM's step is Python and prompt bookkeeping more than arithmetic, which the model sees only
+as operations.  Against the 95 finished runs of ``leaderboards/acdc-quick`` (``--records``: full
+1,000-step runs with test scoring, 13 methods) the peak estimate is 0.94-1.31 of the recorded peak
+(``bench.memory``); their recorded training time on this CPU model (run under unknown load) is 1.1-1.9x
+the estimate.  Counted FLOPs agree with ``benchmarks/method_step_time.py --flops`` and the leaderboards'
+STATUS (CPC-SAM on LiteMedSAM: 418 GFLOP per step at 1 + 1 images; this model: 418).
 """
 from __future__ import annotations
 
@@ -342,11 +360,64 @@ class DecoderCall:
     dense_grad: bool
 
 
-class SAMCalls:
-    """Records every encoder and decoder call of the SAMs in ``method`` while active."""
+@dataclass(frozen=True)
+class ModuleCall:
+    """A call of a module sized by the SAM backbone (it takes SAM's embeddings, e.g. KnowSAM's
+    learnable prompt): its tensor arguments' shapes at the tiny SAM's embedding size."""
 
-    def __init__(self, method: nn.Module) -> None:
+    sam: str
+    images: int
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[str, ...]
+    needs_grad: tuple[bool, ...]
+    grad: bool
+    embedding: tuple[int, int, int]
+    """(channels, height, width) of the tiny SAM's embeddings, which the replay maps to the real one's."""
+
+
+@dataclass(frozen=True)
+class Sized:
+    """A backbone-sized module to replay a :class:`ModuleCall` on, with its SAM's embedding size."""
+
+    module: nn.Module
+    embedding: tuple[int, int, int]
+
+
+def embedding_size(sams: dict[str, nn.Module]) -> tuple[int, int, int]:
+    """(channels, height, width) of the first SAM's image embeddings (``(0, 0, 0)`` without a SAM)."""
+    for sam in sams.values():
+        return (sam.prompt_encoder.embed_dim, *sam.prompt_encoder.image_embedding_size)
+    return (0, 0, 0)
+
+
+def backbone_sized_modules(tiny: nn.Module, real: nn.Module) -> list[str]:
+    """Outermost modules outside every SAM whose parameters differ in shape between the method built on
+    the tiny SAM and on the real one: they are sized by the backbone, not by the patch."""
+    from bench.sam.model import AdaptedSAM
+
+    real_modules = dict(real.named_modules())
+    in_sams = {id(inner) for module in tiny.modules() if isinstance(module, AdaptedSAM) for inner in module.modules()}
+    chosen: list[str] = []
+    for name, module in tiny.named_modules():
+        if not name or any(name.startswith(prefix + ".") for prefix in chosen) or name not in real_modules:
+            continue
+        if any(id(inner) in in_sams for inner in module.modules()):
+            continue  # part of a SAM (under any of its names), or holds one: replayed as SAM calls
+        shapes = [tuple(p.shape) for p in module.parameters()]
+        if shapes != [tuple(p.shape) for p in real_modules[name].parameters()]:
+            chosen.append(name)
+    return chosen
+
+
+class SAMCalls:
+    """Records every encoder and decoder call of the SAMs in ``method``, and every call of the modules
+    named in ``sized``, while active."""
+
+    def __init__(self, method: nn.Module, sized: Sequence[str] = ()) -> None:
         self.sams = _adapted_sams(method)
+        modules = dict(method.named_modules())
+        self.sized = {name: modules[name] for name in sized}
+        self.embedding = embedding_size(self.sams)
         self.calls: list[EncoderCall | DecoderCall] = []
         self.encoder_outputs: list[tuple[str, int, int]] = []
         """(SAM, storage of an encoder output, images in it): what a per-slice cache would keep."""
@@ -375,6 +446,17 @@ class SAMCalls:
 
             sam.run_decoder = run_decoder
             self._undo.append(lambda sam=sam: sam.__dict__.pop("run_decoder", None))
+        for name, module in self.sized.items():
+            def before_module(module, args, name=name):
+                tensors = [arg for arg in args if isinstance(arg, torch.Tensor)]
+                if tensors:
+                    self.calls.append(ModuleCall(
+                        name, int(tensors[0].shape[0]), tuple(tuple(t.shape) for t in tensors),
+                        tuple(str(t.dtype) for t in tensors), tuple(t.requires_grad for t in tensors),
+                        torch.is_grad_enabled(), self.embedding,
+                    ))
+
+            self._undo.append(module.register_forward_pre_hook(before_module).remove)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -389,6 +471,9 @@ def replay(sam: nn.Module, call: EncoderCall | DecoderCall) -> Cost:
     unit = dataclasses.replace(call, sam="", images=1)
     if isinstance(call, DecoderCall):
         unit = dataclasses.replace(unit, sparse_batch=1, dense_batch=1)
+    if isinstance(call, ModuleCall):
+        unit = dataclasses.replace(unit, shapes=tuple((1, *shape[1:]) if shape and shape[0] == call.images else shape
+                                                      for shape in call.shapes))
     key = (_structure(sam), unit)
     if key not in _REPLAYS:
         _REPLAYS[key] = _replay_one(sam, unit)
@@ -403,17 +488,41 @@ _STRUCTURES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDict
 def _structure(sam: nn.Module) -> tuple:
     """What a replay's cost depends on: input size, module types, parameter shapes and which train
     (so the equal encoders of several methods are replayed once per process)."""
+    if isinstance(sam, Sized):
+        return (sam.embedding, _structure(sam.module))
     if sam not in _STRUCTURES:
         _STRUCTURES[sam] = (
-            sam.image_size, tuple(type(module).__name__ for module in sam.modules()),
+            getattr(sam, "image_size", None), tuple(type(module).__name__ for module in sam.modules()),
             tuple((name, tuple(p.shape), p.requires_grad) for name, p in sam.named_parameters()),
         )
     return _STRUCTURES[sam]
 
 
-def _replay_one(sam: nn.Module, call: EncoderCall | DecoderCall) -> Cost:
-    parameters = list(sam.parameters())
+def _mapped(shape: tuple[int, ...], tiny: tuple[int, int, int], real: tuple[int, int, int]) -> tuple[int, ...]:
+    """A tensor shape at the tiny SAM's embedding size -> at the real one's: ``[B, C, h, w]`` embeddings
+    and ``[B, N, C]`` tokens."""
+    channels, height, width = tiny
+    if len(shape) == 4 and shape[1] == channels and shape[2:] == (height, width):
+        return (shape[0], *real)
+    if len(shape) == 3 and shape[2] == channels:
+        return (shape[0], shape[1], real[0])
+    return shape
+
+
+def _replay_one(sam: nn.Module, call: EncoderCall | DecoderCall | ModuleCall) -> Cost:
     device = torch.device("meta")
+    if isinstance(call, ModuleCall):
+        parameters = list(sam.module.parameters())
+        with torch.set_grad_enabled(call.grad):
+            inputs = [torch.zeros(_mapped(shape, call.embedding, sam.embedding), dtype=getattr(torch, dtype.split(".")[-1]),
+                                  device=device).requires_grad_(needs and call.grad)
+                      for shape, dtype, needs in zip(call.shapes, call.dtypes, call.needs_grad)]
+            with counting(parameters, live=True) as cost:
+                outputs = [output for output in _flat(sam.module(*inputs)) if isinstance(output, torch.Tensor)]
+                _backward(outputs)
+                del outputs
+        return cost
+    parameters = list(sam.parameters())
     with torch.set_grad_enabled(call.grad):
         if isinstance(call, EncoderCall):
             images = torch.zeros(call.images, 3, sam.image_size, sam.image_size, device=device)
@@ -432,6 +541,12 @@ def _replay_one(sam: nn.Module, call: EncoderCall | DecoderCall) -> Cost:
                 _backward(outputs)
                 del outputs
     return cost
+
+
+def _flat(value: Any) -> list:
+    if isinstance(value, (tuple, list)):
+        return [item for inner in value for item in _flat(inner)]
+    return [value]
 
 
 def _backward(outputs: list[torch.Tensor]) -> None:
@@ -613,19 +728,21 @@ def _build(method_cls: type[Method], params: dict, task: TaskSpec) -> Method:
     return method_cls(method_cls.params_from_dict(params), task)
 
 
-def _trace_training(method: Method, batch, parameters: list) -> tuple[Cost, list, int]:
+def _trace_training(method: Method, batch, parameters: list, sized: Sequence[str] = ()) -> tuple[Cost, list, int]:
     """The step's cost, its SAM calls, and how many images' encoder outputs the method still holds
     after it (a per-slice cache of embeddings)."""
     method.train()
     counters: list[WorkCounter] = []
-    with SAMCalls(method) as calls, counting(parameters, live=True, keep=counters) as cost:
+    with SAMCalls(method, sized) as calls, counting(parameters, live=True, keep=counters) as cost:
         output = method(batch, STEADY_STATE_PROGRESS)
         output.loss.backward()
     del output
     method.zero_grad(set_to_none=True)
-    gc.collect()
-    alive = counters[0]._holders
-    kept = sum(images for _, key, images in calls.encoder_outputs if key in alive)
+    kept = 0
+    if calls.encoder_outputs:
+        gc.collect(1)  # a young cycle may still hold an embedding the method let go of
+        alive = counters[0]._holders
+        kept = sum(images for _, key, images in calls.encoder_outputs if key in alive)
     return cost, calls.calls, kept
 
 
@@ -635,12 +752,12 @@ embeddings) filled by one trace does not serve the next."""
 
 
 def _trace_prediction(method: Method, method_cls: type[Method], in_channels: int, num_classes: int,
-                      images: int, parameters: list) -> tuple[Cost, list]:
+                      images: int, parameters: list, sized: Sequence[str] = ()) -> tuple[Cost, list]:
     from bench.method import GROUND_TRUTH_PROMPTS
 
     batch = fake_batch(method_cls, in_channels, num_classes, images, 0)
     method.eval()
-    with torch.no_grad(), SAMCalls(method) as calls, counting(parameters, live=True) as cost:
+    with torch.no_grad(), SAMCalls(method, sized) as calls, counting(parameters, live=True) as cost:
         if GROUND_TRUTH_PROMPTS in getattr(method, "result_flags", ()):
             method.predict_inputs(batch.labeled_images, batch.labels)
         else:
@@ -686,6 +803,11 @@ def _method_costs(method: str, params_json: str, options_json: str, in_channels:
     tiny_meta = on_meta(lambda: _build(method_cls, params, tiny_task))
     memory = model_memory(real)
     real_sams, tiny_sams = _adapted_sams(real), _adapted_sams(tiny_meta)
+    # Replayed at the real size: the SAMs' encoders and decoders, and modules sized by the backbone.
+    sized = backbone_sized_modules(tiny_meta, real) if real_sams else []
+    tiny_modules, real_modules = dict(tiny_meta.named_modules()), dict(real.named_modules())
+    tiny_targets = {**tiny_sams, **{name: Sized(tiny_modules[name], embedding_size(tiny_sams)) for name in sized}}
+    real_targets = {**real_sams, **{name: Sized(real_modules[name], embedding_size(real_sams)) for name in sized}}
     if method_cls.family == "sam":
         sizes = sorted({sam.image_size for sam in real_sams.values()})
         backbone = f"{real_options.get('sam_model') or _default_sam_model()} " + "/".join(f"{size}px" for size in sizes)
@@ -707,14 +829,14 @@ def _method_costs(method: str, params_json: str, options_json: str, in_channels:
                     batch = fake_batch(method_cls, in_channels, num_classes, labeled, unlabeled)
                     if batch.unlabeled_index is not None:
                         batch.unlabeled_index = batch.unlabeled_index + SLICE_INDEX_STRIDE * number
-                    first, first_calls, kept = _trace_training(traced, batch, parameters)
+                    first, first_calls, kept = _trace_training(traced, batch, parameters, sized)
                     last, calls = first, first_calls
                     kept_per_unlabeled.append(kept / max(1, unlabeled))
                     if any(isinstance(call, EncoderCall) for call in first_calls):
                         # The same slices again: what a per-slice cache saves from the second sight on.
-                        last, calls, _ = _trace_training(traced, batch, parameters)
-                    steps.append((_split(last, calls, tiny_sams, real_sams), calls + first_calls))
-                    first_seen.append(_split(first, first_calls, tiny_sams, real_sams))
+                        last, calls, _ = _trace_training(traced, batch, parameters, sized)
+                    steps.append((_split(last, calls, tiny_targets, real_targets), calls + first_calls))
+                    first_seen.append(_split(first, first_calls, tiny_targets, real_targets))
                 (base_labeled, base_unlabeled), base = TRACE_BATCHES[0], steps[0][0]
                 step_size = TRACE_BATCHES[1][0] - base_labeled
                 per_labeled = _difference(steps[1][0], base).times(1 / step_size)
@@ -722,7 +844,7 @@ def _method_costs(method: str, params_json: str, options_json: str, in_channels:
                                  else TracedCost(Cost(), Cost()))
                 fixed = _difference(_difference(base, per_labeled.times(base_labeled)),
                                     per_unlabeled.times(base_unlabeled if len(steps) > 2 else 0))
-                transient = max(_per_image_transient(calls, real_sams, sum(batch_size))
+                transient = max(_per_image_transient(calls, real_targets, sum(batch_size))
                                 for (_, calls), batch_size in zip(steps, batches))
                 train_profile = (steps[-1][0], sum(batches[len(steps) - 1]))
                 train_live = max(0.0, last.transient_bytes - last.saved_bytes) / train_profile[1]
@@ -731,20 +853,21 @@ def _method_costs(method: str, params_json: str, options_json: str, in_channels:
             else:
                 fixed = per_labeled = per_unlabeled = first_sight = TracedCost(Cost(), Cost())
                 transient, train_profile, train_live, kept_bytes = 0.0, None, 0.0, 0.0
-            one, one_calls = _trace_prediction(traced, method_cls, in_channels, num_classes, 1, parameters)
-            two, two_calls = _trace_prediction(traced, method_cls, in_channels, num_classes, 2, parameters)
+            one, one_calls = _trace_prediction(traced, method_cls, in_channels, num_classes, 1, parameters, sized)
+            two, two_calls = _trace_prediction(traced, method_cls, in_channels, num_classes, 2, parameters, sized)
     finally:
         torch.set_num_threads(threads)
         torch.set_rng_state(rng_state[0])
         np.random.set_state(rng_state[1])
-    predict_one = _split(one, one_calls, tiny_sams, real_sams)
-    predict_two = _split(two, two_calls, tiny_sams, real_sams)
+    predict_one = _split(one, one_calls, tiny_targets, real_targets)
+    predict_two = _split(two, two_calls, tiny_targets, real_targets)
     predict_per_image = _difference(predict_two, predict_one)
-    predict_transient = max(_per_image_transient(one_calls, real_sams, 1), _per_image_transient(two_calls, real_sams, 2))
+    predict_transient = max(_per_image_transient(one_calls, real_targets, 1),
+                            _per_image_transient(two_calls, real_targets, 2))
     return MethodCosts(
         method, backbone, fixed, per_labeled, per_unlabeled,
         _difference(predict_one, predict_per_image), predict_per_image, transient, predict_transient,
-        max(0.0, two.transient_bytes - _tiny_transient(two_calls, tiny_sams)) / 2, train_live, memory,
+        max(0.0, two.transient_bytes - _tiny_transient(two_calls, tiny_targets)) / 2, train_live, memory,
         method_cls.trains, first_sight, kept_bytes, train_profile, (predict_two, 2),
     )
 

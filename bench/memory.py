@@ -42,9 +42,10 @@ MEMORY_MARGIN = 0.10
 RUN_BOOKKEEPING_BYTES = 256 * 2**20
 ALLOCATOR_GROWTH = 0.10
 """A whole run holds more than one step and one evaluation: scoring, checkpoints, logs, and an
-allocator that fragments over a thousand steps.  Calibrated on the 99 finished runs of
-``leaderboards/acdc-quick`` (13 methods, full 1,000-step runs and test scoring): without these two
-terms the estimate was 0.89-1.06 of the recorded peak, with them 0.96-1.13."""
+allocator that fragments over a thousand steps.  Calibrated on the 95 finished runs of
+``leaderboards/acdc-quick`` (13 methods, full 1,000-step runs with test scoring; the highest peak of
+each setting's seeds): without these two terms the estimate was 0.89-1.06 of the recorded peak, with
+them 0.94-1.31 (``python benchmarks/cost_model_check.py --records leaderboards/acdc-quick/runs``)."""
 CUDA_CONTEXT_BYTES = 600 * 2**20
 """The CUDA context and kernels a process loads before its first tensor (not in ``max_memory_allocated``)."""
 REFUSED_TYPE = "WouldNotFit"
