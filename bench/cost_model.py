@@ -24,7 +24,10 @@ images, prompt tokens, which inputs need gradients); each is replayed for one im
 device (no weights, no memory, milliseconds) on the tiny SAM and on the real one, built on ``meta``
 from the run's options (backbone, ``vit_image_size``, LoRA/adapters, checkpointing), forward and, where
 the call had gradients, backward.  The step's cost is the trace less the tiny calls plus the real ones
-(times their images); the rest (losses, a U-Net beside the SAM) scales with the patch.  A step with
+(times their images), and so are the calls of modules outside the SAM that are sized by its
+embedding (their parameters differ between the tiny-SAM and the real build, e.g. KnowSAM's learnable
+prompt: its inputs are mapped from the tiny embedding's shape to the real one's); the rest (losses, a
+U-Net beside the SAM) scales with the patch.  A step with
 encoder calls is traced twice on the same slices: what the second sight saves (SemiSAM's per-slice
 embedding cache) is paid once per unlabeled slice the run draws, not per step, and the encoder
 outputs the method still holds after the step (the cache's entries) count, at the real embedding's
@@ -61,9 +64,10 @@ whatever the load, with two the table was taken at a quiet moment (load ~1).  es
 The tiny SAM's step is Python and prompt bookkeeping more than arithmetic, which the model sees only
 as operations.  Against the 95 finished runs of ``leaderboards/acdc-quick`` (``--records``: full
 1,000-step runs with test scoring, 13 methods) the peak estimate is 0.94-1.31 of the recorded peak
-(``bench.memory``); their recorded training time on this CPU model (run under unknown load) is 1.1-1.9x
-the estimate.  Counted FLOPs agree with ``benchmarks/method_step_time.py --flops`` and the leaderboards'
-STATUS (CPC-SAM on LiteMedSAM: 418 GFLOP per step at 1 + 1 images; this model: 418).
+(``bench.memory``); their recorded training time on this CPU model (run under unknown load) is 1.4-1.9x
+the estimate.  FLOPs per step at 1 + 1 images of 128 px on LiteMedSAM, ``benchmarks/method_step_time.py
+--flops`` on the real models (leaderboards/acdc-quick STATUS) / this model: samed 154 / 154, cpc-sam
+418 / 418, interactmatch 420 / 420, synfoc 399 / 399, knowsam 799 / 812, supervised 9 / 8.8.
 """
 from __future__ import annotations
 

@@ -136,6 +136,27 @@ def test_sam_substitution_puts_the_real_backbone_in_place_of_the_tiny_one():
     assert real.flops > 50e9
 
 
+def test_a_module_sized_by_the_backbone_is_replayed_at_the_real_size():
+    """KnowSAM's learnable prompt (conv blocks on SAM's embedding) is as wide as the backbone's
+    embedding: its traced calls on the tiny SAM's 32 x 8 x 8 embedding are replayed on LiteMedSAM's
+    256 x 64 x 64, which a direct count of that module's forward on ``meta`` gives."""
+    from bench.cost_model import ModuleCall, Sized, backbone_sized_modules, embedding_size, _adapted_sams
+
+    knowsam = METHODS.get("knowsam")
+    real = on_meta(lambda: knowsam(knowsam.default_params(), _sam_task("lite-medsam")))
+    tiny = on_meta(lambda: knowsam(knowsam.default_params(), _sam_task("tiny")))
+    assert backbone_sized_modules(tiny, real) == ["learnable_prompt"]
+    assert embedding_size(_adapted_sams(real)) == (256, 64, 64)
+    expected = _forward_flops(real.learnable_prompt, torch.zeros(1, 256, 64, 64, device="meta"))
+    call = ModuleCall("learnable_prompt", 3, ((3, 32, 8, 8),), ("torch.float32",), (False,), False, (32, 8, 8))
+    cost = replay(Sized(real.learnable_prompt, (256, 64, 64)), call)
+    assert cost.flops == pytest.approx(3 * expected, rel=1e-9)
+    # The whole step against benchmarks/method_step_time.py --flops, which ran the real LiteMedSAM
+    # KnowSAM at 1 + 1 images of 128 px (leaderboards/acdc-quick/STATUS.md: 799 GFLOP).
+    costs = costs_of(spec_for("knowsam", budget="quick", sam_model="lite-medsam", sam_random_init=True))
+    assert costs.step(1, 1, 128).flops == pytest.approx(799e9, rel=0.03)
+
+
 def test_a_slice_cache_is_paid_once_per_slice_not_per_step():
     """SemiSAM keeps each unlabeled slice's embedding (keyed by its index): the first sight of a slice
     costs one frozen LiteMedSAM encoder pass, counted directly; a step on slices seen before costs none."""
