@@ -31,7 +31,7 @@ from bench.execute import (
 from bench.plan import SweepPlan, is_refusal
 from bench.registry import METHODS
 from bench.runs import RunSpec, completed_summary, previous_failure
-from bench.training import TrainingFailure, time_steps
+from bench.training import time_steps
 
 
 @dataclass

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import uuid
 from pathlib import Path
 
@@ -18,52 +17,13 @@ import optuna
 import pytest
 import yaml
 
+from decoy_tuning import start_workers
+
 SCRIPTS = Path(__file__).parent / "postgres"
 PORT = os.environ.get("BENCH_POSTGRES_PORT", "55432")
 SERVER = f"postgresql://postgres@127.0.0.1:{PORT}"
 TRIALS = 4
 WORKER_TIMEOUT_S = 300
-
-# Training ignores the decoy parameter, so every trial reaches the same Dice and none is pruned; each
-# worker's first trial waits until both workers hold one, so the two really share the study, and every
-# trial of a worker takes DECOY_TRIAL_SECONDS longer.
-DECOY_PLUGIN = textwrap.dedent(
-    """
-    import os
-    import time
-    from dataclasses import dataclass
-    from bench import Method, StepOutput, ce_dice_loss, register_method, unet_for
-
-    @dataclass
-    class DecoyParams:
-        \"\"\"A hyper-parameter training does not read (tests the tuning machinery only).\"\"\"
-        decoy: float = 1.0
-
-    @register_method()
-    class PostgresDecoy(Method):
-        name = "postgres-decoy"
-        paper = "test plug-in"
-        Params = DecoyParams
-
-        def __init__(self, params, task):
-            super().__init__(params, task)
-            self.network = unet_for(task)
-            barrier = os.environ["DECOY_BARRIER"]
-            open(os.path.join(barrier, str(os.getpid())), "w").close()
-            deadline = time.time() + 120
-            while len(os.listdir(barrier)) < 2 and time.time() < deadline:
-                time.sleep(0.05)
-            time.sleep(float(os.environ["DECOY_TRIAL_SECONDS"]))
-
-        def training_step(self, batch, progress):
-            return StepOutput(ce_dice_loss(self.network(batch.labeled_images), batch.labels))
-
-        @classmethod
-        def search_space(cls, trial):
-            return {"decoy": trial.suggest_float("decoy", 0.5, 2.0)}
-    """
-)
-
 
 def server_answers() -> bool:
     pg_isready = shutil.which("pg_isready") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_isready"))), None)
@@ -113,20 +73,13 @@ def database(postgres_server):
 
 
 def tune_command(storage: str, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "bench.cli", "--plugin", "decoy_plugin", "tune", "postgres-decoy", "--labels", "2",
+    return [sys.executable, "-m", "bench.cli", "--plugin", "decoy_plugin", "tune", "decoy", "--labels", "2",
             "--trials", str(TRIALS), "--budget", "smoke", "--storage", storage, "--study-name", "shared",
             "--out", str(out), "--no-progress", *extra]
 
 
 def run_workers(commands: list[list[str]], tmp_path: Path, trial_seconds: tuple[float, ...] = (0, 0)) -> list[str]:
-    (tmp_path / "decoy_plugin.py").write_text(DECOY_PLUGIN)
-    barrier = tmp_path / "barrier"
-    barrier.mkdir(exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS="1", DECOY_BARRIER=str(barrier),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
-    processes = [subprocess.Popen(command, env={**env, "DECOY_TRIAL_SECONDS": str(seconds)}, cwd=tmp_path,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for command, seconds in zip(commands, trial_seconds)]
+    processes = start_workers(tmp_path, commands, trial_seconds)
     outputs = []
     try:
         for process in processes:
@@ -146,7 +99,7 @@ def test_two_workers_share_one_postgresql_study_and_finish_exactly_the_requested
     # `bench tune` takes the plain URL a user types; read back here through the driver of the postgres extra
     # (SQLAlchemy >= 2.1 would pick psycopg 3 for a bare postgresql:// URL).
     storage = database.replace("postgresql://", "postgresql+psycopg2://", 1)
-    (created,) = run_workers([tune_command(database, out, "--create-only")], tmp_path)
+    (created,) = run_workers([tune_command(database, out, "--create-only")], tmp_path, trial_seconds=(0,))
     assert "study shared ready" in created
     assert optuna.load_study(study_name="shared", storage=storage).trials == []
 
@@ -159,7 +112,8 @@ def test_two_workers_share_one_postgresql_study_and_finish_exactly_the_requested
     assert len({trial.number for trial in trials}) == len(trials)
     assert len({trial.params["decoy"] for trial in complete}) == TRIALS
     assert not [trial for trial in trials if trial.state == optuna.trial.TrialState.RUNNING]
-    assert len(list((tmp_path / "barrier").iterdir())) == 2  # both workers trained a trial
+    workers_barrier = sorted(tmp_path.glob("barrier-*"))[-1]
+    assert len(list(workers_barrier.iterdir())) == 2  # both workers trained a trial
 
     best = optuna.load_study(study_name="shared", storage=storage).best_trial
     written = yaml.safe_load((out / "shared.yaml").read_text())
