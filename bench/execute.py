@@ -11,7 +11,7 @@ import traceback
 from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,7 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
 from bench.budget import Budget, resolve_budget
 from bench.data.adapter import DatasetAdapter, TrainingSlice
+from bench.data.case import Case
 from bench.data.check import check_dataset
 from bench.data.domains import per_domain_means, select_labeled_in_domain
 from bench.data.label_budget import LabelBudget, select_labeled_cases
@@ -106,6 +107,11 @@ def process_state() -> PartialState:
     as a single process, and the ``Accelerator(cpu=True)`` after it would then form no group under
     ``accelerate launch --multi_gpu`` / ``torchrun``."""
     return PartialState(cpu=not torch.cuda.is_available())
+
+
+def evaluated_cases(adapter: DatasetAdapter, split: str, budget: Budget) -> Iterator[Case]:
+    """The cases of ``split`` the budget scores (all, or the smoke budget's first few, cut to their middle)."""
+    return evaluation_subset(adapter.eval_cases(split), budget.eval_cases, budget.eval_slices)
 
 
 def make_accelerator(precision: str, log_with: str | None = None, project_dir: Path | None = None) -> Accelerator:
@@ -202,7 +208,7 @@ def train_method(
     (which never reaches the test split)."""
     patch = (budget.patch_size, budget.patch_size)
     labeled, unlabeled = build_streams(adapter, labeled_ids, type(method), budget, spec.seed)
-    validation_cases = list(evaluation_subset(adapter.eval_cases("val"), budget.eval_cases, budget.eval_slices))
+    validation_cases = list(evaluated_cases(adapter, "val", budget))
 
     def validate(model: Method) -> float:
         with accelerator.autocast():
@@ -273,7 +279,7 @@ def _train_and_score(spec: RunSpec, directory: Path, show_progress: bool) -> dic
     predictions: dict[str, Any] = {}
     with accelerator.autocast():
         rows = score_cases(
-            test_predictor(method), evaluation_subset(adapter.eval_cases("test"), budget.eval_cases, budget.eval_slices),
+            test_predictor(method), evaluated_cases(adapter, "test", budget),
             adapter.class_names, patch, budget.eval_batch,
             accelerator.device, spec.empty_policy, spec.spacing_unit, predictions=predictions,
         )

@@ -28,7 +28,7 @@ from bench.execute import (
     process_state,
     validate_spec,
 )
-from bench.plan import SweepPlan, is_refusal
+from bench.plan import SweepPlan, format_duration, is_refusal
 from bench.registry import METHODS
 from bench.runs import RunSpec, completed_summary, previous_failure
 from bench.training import time_steps
@@ -274,14 +274,6 @@ def select_shard(specs: Sequence[RunSpec], shard: str) -> list[RunSpec]:
         raise ValueError(f"--shard {shard!r}: expected i/n with 0 <= i < n, e.g. 0/4")
     index, count = int(index_text), int(count_text)
     return [spec for position, spec in enumerate(specs) if position % count == index]
-
-
-def format_duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
 def results_table(summaries: Sequence[dict], metric: str = "dice") -> pd.DataFrame:
